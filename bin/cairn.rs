@@ -1,6 +1,7 @@
 //! `cairn`: the one binary that runs every role. Argument parsing and dispatch only; the
 //! work lives in the crates (`shared/DESIGN.md`, "Layout of the repository").
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -20,11 +21,36 @@ struct Cli {
 enum Command {
     /// Build and inspect rings (`cairn ring BUILDER VERB …`).
     Ring(cairn_ring::cli::RingArgs),
+    /// Validate a configuration file; prints the bad key and exits 2 when it is wrong.
+    CheckConfig {
+        /// The file to check (`cairn.toml`).
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Ring(args) => cairn_ring::cli::run(args),
+        Command::CheckConfig { file } => check_config(&file),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match cairn_common::config::ClusterConfig::load(file) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} storage polic{}, default {:?})",
+                file.display(),
+                config.policies.len(),
+                if config.policies.len() == 1 { "y" } else { "ies" },
+                config.default_policy().name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }

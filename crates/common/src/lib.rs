@@ -5,6 +5,7 @@
 //! HTTP plumbing the roles share. It sits beside `cairn-ring` at the bottom of the map;
 //! every role crate depends on it, it depends on no role.
 
+pub mod config;
 pub mod timestamp;
 
 pub use cairn_ring::hash::{partition_of, suffix_of, to_hex, HashPathSecret};

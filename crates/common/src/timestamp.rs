@@ -130,6 +130,117 @@ impl Timestamp {
     pub fn ceil_secs(&self) -> u64 {
         self.secs() + u64::from(self.frac_units() > 0)
     }
+
+    /// Listing `last_modified`: ISO 8601 without zone and with 6 fractional digits,
+    /// `2023-11-14T22:13:20.000010`. Microseconds are the normal form's fraction × 10⁶
+    /// rounded half-to-even with carry into the seconds; with 10 µs units that product is
+    /// always exact, so no rounding (and no carry) ever happens in practice.
+    pub fn iso_listing(&self) -> String {
+        let micros = self.frac_units() * 10;
+        let (secs, micros) = if micros >= 1_000_000 {
+            (self.secs() + 1, micros - 1_000_000)
+        } else {
+            (self.secs(), micros)
+        };
+        let days = secs / 86_400;
+        let rem = secs % 86_400;
+        let (y, m, d) = civil_from_days(days as i64);
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
+            y,
+            m,
+            d,
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60,
+            micros
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Encode the (data, content-type, meta) timestamps of a container row or `.meta` file
+/// name (`PROTOCOLS.md`, "Encoded triple"): `T1[±D2[±D3]]`, `T1` in short form, deltas
+/// of `raw` as signed lowercase hex. A zero delta is omitted unless a later delta is
+/// non-zero or `explicit` is set (then `+0` appears).
+pub fn encode_triple(data: Timestamp, ctype: Timestamp, meta: Timestamp, explicit: bool) -> String {
+    let d2 = i128::from(ctype.raw) - i128::from(data.raw);
+    let d3 = i128::from(meta.raw) - i128::from(ctype.raw);
+    let mut out = data.short();
+    let fmt_delta = |out: &mut String, d: i128| {
+        use std::fmt::Write;
+        if d < 0 {
+            let _ = write!(out, "-{:x}", -d);
+        } else {
+            let _ = write!(out, "+{d:x}");
+        }
+    };
+    if explicit || d3 != 0 {
+        fmt_delta(&mut out, d2);
+        fmt_delta(&mut out, d3);
+    } else if d2 != 0 {
+        fmt_delta(&mut out, d2);
+    }
+    out
+}
+
+/// Decode an encoded triple (see [`encode_triple`]). Missing components default to the
+/// previous one (keeping its offset); a component given by a non-zero delta has offset 0.
+pub fn decode_triple(s: &str) -> Result<(Timestamp, Timestamp, Timestamp), TimestampError> {
+    let invalid = || TimestampError::Invalid(s.to_string());
+    let bytes = s.as_bytes();
+    // Split into the leading timestamp and up to two signed deltas.
+    let mut cuts: Vec<usize> = Vec::with_capacity(2);
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'+' || b == b'-' {
+            cuts.push(i);
+        }
+    }
+    if cuts.len() > 2 {
+        return Err(invalid());
+    }
+    let first_end = cuts.first().copied().unwrap_or(s.len());
+    let t1 = Timestamp::parse(&s[..first_end])?;
+    let mut deltas: Vec<i128> = Vec::with_capacity(2);
+    for (k, &start) in cuts.iter().enumerate() {
+        let end = cuts.get(k + 1).copied().unwrap_or(s.len());
+        let digits = &s[start + 1..end];
+        if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(invalid());
+        }
+        let v = i128::from(u64::from_str_radix(digits, 16).map_err(|_| invalid())?);
+        deltas.push(if bytes[start] == b'-' { -v } else { v });
+    }
+    let apply = |base: Timestamp, delta: Option<&i128>| -> Result<Timestamp, TimestampError> {
+        match delta {
+            None | Some(0) => Ok(base),
+            Some(&d) => {
+                let raw = i128::from(base.raw) + d;
+                if raw < 0 || raw >= i128::from(MAX_SECONDS * UNITS_PER_SEC) {
+                    return Err(TimestampError::OutOfRange(s.to_string()));
+                }
+                Ok(Timestamp::from_raw(raw as u64))
+            }
+        }
+    };
+    let t2 = apply(t1, deltas.first())?;
+    let t3 = apply(t2, deltas.get(1))?;
+    Ok((t1, t2, t3))
 }
 
 /// Decimal seconds to 10 µs units, exact, rounding half-to-even at the sixth decimal.
@@ -251,5 +362,92 @@ mod tests {
         assert_eq!(t.http_date(), "Tue, 14 Nov 2023 22:13:21 GMT");
         let t = Timestamp::parse("1700000000").unwrap();
         assert_eq!(t.http_date(), "Tue, 14 Nov 2023 22:13:20 GMT");
+    }
+
+    #[test]
+    fn iso_listing_form() {
+        let t = Timestamp::parse("1700000000.00001").unwrap();
+        assert_eq!(t.iso_listing(), "2023-11-14T22:13:20.000010");
+        assert_eq!(
+            Timestamp::parse("1700000000.12345").unwrap().iso_listing(),
+            "2023-11-14T22:13:20.123450"
+        );
+        assert_eq!(Timestamp::ZERO.iso_listing(), "1970-01-01T00:00:00.000000");
+        assert_eq!(
+            Timestamp::parse("951782400").unwrap().iso_listing(),
+            "2000-02-29T00:00:00.000000"
+        );
+        assert_eq!(
+            Timestamp::parse("9999999999.99999").unwrap().iso_listing(),
+            "2286-11-20T17:46:39.999990"
+        );
+        // offsets do not show
+        assert_eq!(t.with_offset(5).iso_listing(), "2023-11-14T22:13:20.000010");
+        // Rounded on parse (half-to-even at the 6th decimal), rendered exactly.
+        assert_eq!(
+            Timestamp::parse("1.999995").unwrap().iso_listing(),
+            "1970-01-01T00:00:02.000000"
+        );
+    }
+
+    #[test]
+    fn triple_encoding() {
+        let t = |s: &str| Timestamp::parse(s).unwrap();
+        let d = t("1700000000");
+        let c = t("1700000001");
+        assert_eq!(encode_triple(d, c, c, false), "1700000000.00000+186a0");
+        assert_eq!(encode_triple(d, d, d, false), "1700000000.00000");
+        assert_eq!(encode_triple(d, d, d, true), "1700000000.00000+0+0");
+        assert_eq!(encode_triple(d, d, c, false), "1700000000.00000+0+186a0");
+        assert_eq!(
+            encode_triple(c, d, c, false),
+            "1700000001.00000-186a0+186a0"
+        );
+        assert_eq!(
+            encode_triple(d, t("1700000000.00031"), d, false),
+            "1700000000.00000+1f-1f"
+        );
+        let o = d.with_offset(0x2a);
+        assert_eq!(encode_triple(o, o, o, false), "1700000000.00000_2a");
+        assert_eq!(decode_triple("1700000000.00000_2a").unwrap(), (o, o, o));
+        assert_eq!(decode_triple("1700000000.00000+186a0").unwrap(), (d, c, c));
+        assert_eq!(
+            decode_triple("1700000000.00000+0+186a0").unwrap(),
+            (d, d, c)
+        );
+        assert_eq!(
+            decode_triple("1700000001.00000-186a0+186a0").unwrap(),
+            (c, d, c)
+        );
+        // zero deltas keep the first offset; non-zero deltas drop it
+        assert_eq!(decode_triple("1700000000.00000_2a+0").unwrap(), (o, o, o));
+        assert_eq!(
+            decode_triple("1700000000.00000_2a+1").unwrap(),
+            (o, t("1700000000.00001"), t("1700000000.00001"))
+        );
+        for bad in [
+            "",
+            "+1",
+            "1700000000.00000+",
+            "1700000000.00000+1+2+3",
+            "1700000000.00000+xyz",
+            "1-99999999999999999",
+            "1700000000.00000--1",
+        ] {
+            assert!(decode_triple(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn triple_roundtrip(a in 0u64..MAX_SECONDS * UNITS_PER_SEC, b in 0u64..MAX_SECONDS * UNITS_PER_SEC,
+                            c in 0u64..MAX_SECONDS * UNITS_PER_SEC, off in 0u64..4, explicit: bool) {
+            let (a, b, c) = (Timestamp { raw: a, offset: off }, Timestamp::from_raw(b), Timestamp::from_raw(c));
+            let enc = encode_triple(a, b, c, explicit);
+            let (x, y, z) = decode_triple(&enc).unwrap();
+            proptest::prop_assert_eq!(x, a);
+            proptest::prop_assert_eq!(y.raw, b.raw);
+            proptest::prop_assert_eq!(z.raw, c.raw);
+        }
     }
 }
