@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Build and inspect rings (`cairn ring BUILDER VERB …`).
     Ring(cairn_ring::cli::RingArgs),
+    /// A whole cluster on this machine: 4 storage nodes, 3 replicas, one proxy.
+    Aio(cairn_aio::AioArgs),
     /// Validate a configuration file; prints the bad key and exits 2 when it is wrong.
     CheckConfig {
         /// The file to check (`cairn.toml`).
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Ring(args) => cairn_ring::cli::run(args),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Aio(args) => cairn_aio::main(args),
     }
 }
 
@@ -43,7 +46,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 "{}: ok ({} storage polic{}, default {:?})",
                 file.display(),
                 config.policies.len(),
-                if config.policies.len() == 1 { "y" } else { "ies" },
+                if config.policies.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
                 config.default_policy().name
             );
             ExitCode::SUCCESS

@@ -6,6 +6,14 @@
 //! every role crate depends on it, it depends on no role.
 
 pub mod config;
+pub mod constraints;
+pub mod daemon;
+pub mod fs;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod recon;
+pub mod server_config;
 pub mod timestamp;
 
 pub use cairn_ring::hash::{partition_of, suffix_of, to_hex, HashPathSecret};

@@ -16,6 +16,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -163,6 +164,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
         .tempfile_in(dir)
+        .map_err(io)?;
+    // Temp files are created 0600; rings and builders are read by every server's user.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))
         .map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
