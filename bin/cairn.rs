@@ -25,6 +25,27 @@ enum Command {
     Aio(cairn_aio::AioArgs),
     /// The object server of a storage node.
     ObjectServer(ConfigArg),
+    /// Pushes this node's objects to where the ring says they belong (suffix hashes + SSYNC).
+    ObjectReplicator {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Only these devices (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        devices: Option<Vec<String>>,
+        /// Only these partitions (comma-separated numbers).
+        #[arg(long, value_delimiter = ',')]
+        partitions: Option<Vec<u32>>,
+    },
+    /// Retries container updates that object writes could not deliver (async pendings).
+    ObjectUpdater(DaemonArgs),
+    /// Re-reads every object, checks its MD5 and quarantines damaged files.
+    ObjectAuditor {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        /// Only the fast pass over zero-byte files (metadata and size checks).
+        #[arg(long)]
+        zero_byte_only: bool,
+    },
     /// Validate a configuration file; prints the bad key and exits 2 when it is wrong.
     CheckConfig {
         /// The file to check (`cairn.toml`).
@@ -38,6 +59,34 @@ fn main() -> ExitCode {
         Command::Ring(args) => cairn_ring::cli::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Aio(args) => cairn_aio::main(args),
+        Command::ObjectReplicator {
+            daemon: d,
+            devices,
+            partitions,
+        } => serve("object-replicator", |rt| {
+            rt.block_on(cairn_object::replicator::run_object_replicator(
+                &d.config, d.once, devices, partitions,
+            ))
+            .map_err(|e| e.to_string())
+        }),
+        Command::ObjectUpdater(d) => serve("object-updater", |rt| {
+            rt.block_on(cairn_object::updater::run_object_updater(&d.config, d.once))
+                .map_err(|e| e.to_string())
+        }),
+        Command::ObjectAuditor {
+            daemon: d,
+            zero_byte_only,
+        } => serve("object-auditor", |rt| {
+            let mode = if zero_byte_only {
+                cairn_object::auditor::AuditMode::ZeroByteFiles
+            } else {
+                cairn_object::auditor::AuditMode::All
+            };
+            rt.block_on(cairn_object::auditor::run_object_auditor(
+                &d.config, d.once, mode,
+            ))
+            .map_err(|e| e.to_string())
+        }),
         Command::ObjectServer(arg) => serve("object-server", |rt| {
             rt.block_on(cairn_object::config::run_object_server(&arg.config))
                 .map_err(|e| e.to_string())
@@ -51,6 +100,17 @@ struct ConfigArg {
     /// The server's role file (`object-server.toml`, …).
     #[arg(long)]
     config: PathBuf,
+}
+
+/// `--config FILE [--once]` of a daemon.
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// The role file of the server whose devices the daemon works on.
+    #[arg(long)]
+    config: PathBuf,
+    /// Make one pass and exit instead of running forever.
+    #[arg(long)]
+    once: bool,
 }
 
 /// Run a server to completion on a multi-threaded runtime; exit 2 when it cannot start.

@@ -13,10 +13,18 @@
 //! mb_per_sync = 512
 //! fallocate_reserve = "1%"
 //! container_update_timeout = 1.0
+//!
+//! [object-replicator]
+//! interval = 30
+//! concurrency = 1
+//! handoff_delete = "auto"     # or a number of successful primaries
 //! ```
 //!
-//! The daemons that share this file (`[object-replicator]`, `[object-updater]`,
-//! `[object-auditor]`) add their tables here when they land.
+//! `[object-replicator]` is [`ReplicatorSection`] (`cairn object-replicator --config FILE`,
+//! [`crate::replicator::run_object_replicator`]). `[object-updater]` is
+//! [`crate::updater::UpdaterSection`] ([`crate::updater::run_object_updater`]) and
+//! `[object-auditor]` is [`crate::auditor::AuditorSection`]
+//! ([`crate::auditor::run_object_auditor`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -92,6 +100,127 @@ pub struct ObjectServerFile {
     pub server: ServerSection,
     #[serde(default, rename = "object-server")]
     pub object: ObjectSection,
+    #[serde(default, rename = "object-replicator")]
+    pub replicator: ReplicatorSection,
+    #[serde(default, rename = "object-updater")]
+    pub updater: crate::updater::UpdaterSection,
+    #[serde(default, rename = "object-auditor")]
+    pub auditor: crate::auditor::AuditorSection,
+}
+
+/// `handoff_delete`: `"auto"` (delete a reverted handoff partition only when every primary
+/// took it) or a number of successful primaries after which it is deleted (emergency only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HandoffDelete {
+    #[default]
+    Auto,
+    After(usize),
+}
+
+impl<'de> Deserialize<'de> for HandoffDelete {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) if s.eq_ignore_ascii_case("auto") => Ok(HandoffDelete::Auto),
+            Raw::S(s) => s
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(HandoffDelete::After)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "handoff_delete must be \"auto\" or a positive number, not {s:?}"
+                    ))
+                }),
+            Raw::N(n) if n > 0 => Ok(HandoffDelete::After(n as usize)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!(
+                "handoff_delete must be \"auto\" or a positive number, not {n}"
+            ))),
+        }
+    }
+}
+
+/// The `[object-replicator]` table (Swift's defaults). `reclaim_age` is shared with
+/// `[object-server]` (one value per node: the disk layer reclaims with it).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicatorSection {
+    /// Seconds between the starts of two passes.
+    pub interval: f64,
+    /// Partitions replicated at once.
+    pub concurrency: usize,
+    /// Seconds to connect to a peer.
+    pub conn_timeout: f64,
+    /// Seconds per request to a peer (REPLICATE answer, each SSYNC send).
+    pub node_timeout: f64,
+    /// Seconds to wait for each SSYNC reply line.
+    pub http_timeout: f64,
+    /// Run revert (handoff) jobs before update jobs.
+    pub handoffs_first: bool,
+    /// `"auto"` or a number of successes (see [`HandoffDelete`]).
+    pub handoff_delete: HandoffDelete,
+    /// SSYNC rate limit in objects per second per job stream (0: unlimited).
+    pub objects_per_second: f64,
+    /// SSYNC rate limit in body bytes per second (0: unlimited).
+    pub max_bytes_per_second: u64,
+    /// Seconds between progress log lines during a pass.
+    pub stats_interval: f64,
+    /// Seconds between checks of the ring files for changes.
+    pub ring_check_interval: f64,
+    /// Seconds a partition lock is waited for before deleting a reverted handoff.
+    pub revert_lock_timeout: f64,
+}
+
+impl Default for ReplicatorSection {
+    fn default() -> Self {
+        ReplicatorSection {
+            interval: 30.0,
+            concurrency: 1,
+            conn_timeout: 0.5,
+            node_timeout: 10.0,
+            http_timeout: 60.0,
+            handoffs_first: false,
+            handoff_delete: HandoffDelete::Auto,
+            objects_per_second: 0.0,
+            max_bytes_per_second: 0,
+            stats_interval: 300.0,
+            ring_check_interval: 15.0,
+            revert_lock_timeout: 0.2,
+        }
+    }
+}
+
+impl ReplicatorSection {
+    fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("interval", self.interval),
+            ("conn_timeout", self.conn_timeout),
+            ("node_timeout", self.node_timeout),
+            ("http_timeout", self.http_timeout),
+            ("stats_interval", self.stats_interval),
+            ("ring_check_interval", self.ring_check_interval),
+            ("revert_lock_timeout", self.revert_lock_timeout),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v < 1e7) {
+                return Err(format!(
+                    "object-replicator.{key} must be a positive number of seconds, not {v}"
+                ));
+            }
+        }
+        if self.concurrency == 0 {
+            return Err("object-replicator.concurrency must be at least 1".to_string());
+        }
+        if !(self.objects_per_second.is_finite() && self.objects_per_second >= 0.0) {
+            return Err("object-replicator.objects_per_second must be >= 0".to_string());
+        }
+        Ok(())
+    }
 }
 
 impl RoleConfig for ObjectServerFile {
@@ -104,6 +233,8 @@ impl RoleConfig for ObjectServerFile {
     fn validate(&self) -> Result<(), String> {
         let o = &self.object;
         self.object.fallocate_reserve_pct()?;
+        self.updater.validate()?;
+        self.auditor.validate()?;
         for (key, v) in [
             ("container_update_timeout", o.container_update_timeout),
             ("lock_timeout", o.lock_timeout),
@@ -117,7 +248,7 @@ impl RoleConfig for ObjectServerFile {
         if o.disk_chunk_size < 4096 {
             return Err("object-server.disk_chunk_size must be at least 4096".to_string());
         }
-        Ok(())
+        self.replicator.validate()
     }
 }
 

@@ -11,9 +11,13 @@
 //! - [`DiskFile::create`] → [`DiskFileWriter`] → `commit` is the crash-safe PUT;
 //!   [`DiskFile::write_tombstone`] and [`DiskFile::write_meta`] the DELETE and POST;
 //! - [`hashes`] keeps the suffix hashes replication compares;
-//! - [`async_pending`] stores failed container updates.
+//! - [`async_pending`] stores failed container updates, which the [`updater`] replays;
+//! - [`auditor`] re-reads objects at a bounded rate and quarantines damaged ones.
+//! - [`replicator`] pushes partitions to where the ring wants them (REPLICATE + SSYNC,
+//!   sent by [`ssync_sender`]; received by `server::ssync`).
 
 pub mod async_pending;
+pub mod auditor;
 pub mod config;
 pub mod diskfile;
 pub mod error;
@@ -21,7 +25,10 @@ pub mod hashes;
 pub mod layout;
 pub mod metadata;
 pub mod ondisk;
+pub mod replicator;
 pub mod server;
+pub mod ssync_sender;
+pub mod updater;
 
 pub use diskfile::{
     cleanup_object_tmp_files, cleanup_tmp_dirs, DiskConfig, DiskFile, DiskFileManager,
