@@ -135,20 +135,54 @@ fn serve(
     }
 }
 
+/// Which kind of configuration file `check-config` was given.
+#[derive(Debug, Clone, Copy)]
+enum ConfigKind {
+    Cluster,
+    ObjectServer,
+}
+
+/// By file name first (`object-server.toml`), else by the tables the file holds.
+fn config_kind(file: &std::path::Path) -> Result<ConfigKind, String> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let by_tables = |text: &str| -> Option<ConfigKind> {
+        let value: toml::Table = text.parse().ok()?;
+        if value.contains_key("cluster") {
+            return Some(ConfigKind::Cluster);
+        }
+        value
+            .keys()
+            .any(|k| k.starts_with("object-"))
+            .then_some(ConfigKind::ObjectServer)
+    };
+    if name.contains("object-server") {
+        return Ok(ConfigKind::ObjectServer);
+    }
+    if name.starts_with("cairn") {
+        return Ok(ConfigKind::Cluster);
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    by_tables(&text).ok_or_else(|| {
+        format!(
+            "{}: cannot tell which kind of file this is; name it cairn.toml or <role>-server.toml",
+            file.display()
+        )
+    })
+}
+
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match cairn_common::config::ClusterConfig::load(file) {
-        Ok(config) => {
-            println!(
-                "{}: ok ({} storage polic{}, default {:?})",
-                file.display(),
-                config.policies.len(),
-                if config.policies.len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                },
-                config.default_policy().name
-            );
+    let checked = config_kind(file).and_then(|kind| match kind {
+        ConfigKind::Cluster => check_cluster(file),
+        ConfigKind::ObjectServer => {
+            check_role::<cairn_object::config::ObjectServerFile>(file, "object server")
+        }
+    });
+    match checked {
+        Ok(summary) => {
+            println!("{}: ok ({summary})", file.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -156,4 +190,30 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn check_cluster(file: &std::path::Path) -> Result<String, String> {
+    let config = cairn_common::config::ClusterConfig::load(file).map_err(|e| e.to_string())?;
+    let n = config.policies.len();
+    Ok(format!(
+        "cluster file, {n} storage polic{}, default {:?}",
+        if n == 1 { "y" } else { "ies" },
+        config.default_policy().name
+    ))
+}
+
+/// A server-role file and the cluster file it names.
+fn check_role<T: cairn_common::server_config::RoleConfig>(
+    file: &std::path::Path,
+    what: &str,
+) -> Result<String, String> {
+    let role: T = cairn_common::server_config::load_role_config(file).map_err(|e| e.to_string())?;
+    let server = role.server();
+    server
+        .load_cluster()
+        .map_err(|e| format!("{} (named by {})", e, file.display()))?;
+    Ok(format!(
+        "{what} file; cluster file {}",
+        server.cluster_config.display()
+    ))
 }

@@ -178,9 +178,19 @@ fn server_file(layout: &Layout, shape: &Shape, n: u16, role: Role) -> String {
     out
 }
 
-/// The role-specific tables of a storage server file.
-fn role_tables(_shape: &Shape, _role: Role) -> String {
-    String::new()
+/// The role-specific tables of a storage server file: the consistency window, and the
+/// daemons that work on the same devices with their defaults spelled out for operators.
+fn role_tables(shape: &Shape, role: Role) -> String {
+    let age = shape.reclaim_age;
+    match role {
+        Role::Object => format!(
+            "\n[object-server]\nreclaim_age = {age}\n\n\
+             [object-replicator]\ninterval = 30\n\n\
+             [object-updater]\ninterval = 30\n\n\
+             [object-auditor]\ninterval = 30\n"
+        ),
+        Role::Container | Role::Account => String::new(),
+    }
 }
 
 fn proxy_file(shape: &Shape, token_secret: &str) -> String {

@@ -36,7 +36,11 @@ pub struct ProcessSpec {
 }
 
 /// Daemons that run beside each storage server (working on the same devices).
-pub const NODE_DAEMONS: &[(&str, Role)] = &[];
+pub const NODE_DAEMONS: &[(&str, Role)] = &[
+    ("object-replicator", Role::Object),
+    ("object-updater", Role::Object),
+    ("object-auditor", Role::Object),
+];
 
 /// Every process of the cluster, storage nodes first and the proxy last.
 pub fn process_specs(layout: &Layout, shape: &Shape) -> Vec<ProcessSpec> {
