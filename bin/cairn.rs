@@ -46,6 +46,20 @@ enum Command {
         #[arg(long)]
         zero_byte_only: bool,
     },
+    /// The container server of a storage node (container listings in SQLite).
+    ContainerServer(ConfigArg),
+    /// Pushes container databases to their other replicas.
+    ContainerReplicator(DaemonArgs),
+    /// Reports container counts and bytes to the account.
+    ContainerUpdater(DaemonArgs),
+    /// Checks every container database's integrity; quarantines broken ones.
+    ContainerAuditor(DaemonArgs),
+    /// The account server of a storage node (container lists in SQLite).
+    AccountServer(ConfigArg),
+    /// Pushes account databases to their other replicas.
+    AccountReplicator(DaemonArgs),
+    /// Checks every account database's integrity; quarantines broken ones.
+    AccountAuditor(DaemonArgs),
     /// Validate a configuration file; prints the bad key and exits 2 when it is wrong.
     CheckConfig {
         /// The file to check (`cairn.toml`).
@@ -84,6 +98,38 @@ fn main() -> ExitCode {
             };
             rt.block_on(cairn_object::auditor::run_object_auditor(
                 &d.config, d.once, mode,
+            ))
+            .map_err(|e| e.to_string())
+        }),
+        Command::ContainerServer(a) => serve("container-server", |rt| {
+            rt.block_on(cairn_container::run_container_server(&a.config))
+                .map_err(|e| e.to_string())
+        }),
+        Command::ContainerReplicator(d) => serve("container-replicator", |rt| {
+            rt.block_on(cairn_container::run_container_replicator(&d.config, d.once))
+                .map_err(|e| e.to_string())
+        }),
+        Command::ContainerUpdater(d) => serve("container-updater", |rt| {
+            rt.block_on(cairn_container::run_container_updater(&d.config, d.once))
+                .map_err(|e| e.to_string())
+        }),
+        Command::ContainerAuditor(d) => serve("container-auditor", |rt| {
+            rt.block_on(cairn_container::run_container_auditor(&d.config, d.once))
+                .map_err(|e| e.to_string())
+        }),
+        Command::AccountServer(a) => serve("account-server", |rt| {
+            rt.block_on(cairn_account::config::run_account_server(&a.config))
+                .map_err(|e| e.to_string())
+        }),
+        Command::AccountReplicator(d) => serve("account-replicator", |rt| {
+            rt.block_on(cairn_account::config::run_account_replicator(
+                &d.config, d.once,
+            ))
+            .map_err(|e| e.to_string())
+        }),
+        Command::AccountAuditor(d) => serve("account-auditor", |rt| {
+            rt.block_on(cairn_account::config::run_account_auditor(
+                &d.config, d.once,
             ))
             .map_err(|e| e.to_string())
         }),
@@ -140,6 +186,8 @@ fn serve(
 enum ConfigKind {
     Cluster,
     ObjectServer,
+    ContainerServer,
+    AccountServer,
 }
 
 /// By file name first (`object-server.toml`), else by the tables the file holds.
@@ -153,13 +201,25 @@ fn config_kind(file: &std::path::Path) -> Result<ConfigKind, String> {
         if value.contains_key("cluster") {
             return Some(ConfigKind::Cluster);
         }
-        value
-            .keys()
-            .any(|k| k.starts_with("object-"))
-            .then_some(ConfigKind::ObjectServer)
+        let has = |prefix: &str| value.keys().any(|k| k.starts_with(prefix));
+        if has("object-") {
+            Some(ConfigKind::ObjectServer)
+        } else if has("container-") {
+            Some(ConfigKind::ContainerServer)
+        } else if has("account-") {
+            Some(ConfigKind::AccountServer)
+        } else {
+            None
+        }
     };
-    if name.contains("object-server") {
-        return Ok(ConfigKind::ObjectServer);
+    for (needle, kind) in [
+        ("object-server", ConfigKind::ObjectServer),
+        ("container-server", ConfigKind::ContainerServer),
+        ("account-server", ConfigKind::AccountServer),
+    ] {
+        if name.contains(needle) {
+            return Ok(kind);
+        }
     }
     if name.starts_with("cairn") {
         return Ok(ConfigKind::Cluster);
@@ -178,6 +238,12 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         ConfigKind::Cluster => check_cluster(file),
         ConfigKind::ObjectServer => {
             check_role::<cairn_object::config::ObjectServerFile>(file, "object server")
+        }
+        ConfigKind::ContainerServer => {
+            check_role::<cairn_container::config::ContainerServerFile>(file, "container server")
+        }
+        ConfigKind::AccountServer => {
+            check_role::<cairn_account::config::AccountServerFile>(file, "account server")
         }
     });
     match checked {

@@ -189,7 +189,11 @@ fn role_tables(shape: &Shape, role: Role) -> String {
              [object-updater]\ninterval = 30\n\n\
              [object-auditor]\ninterval = 30\n"
         ),
-        Role::Container | Role::Account => String::new(),
+        Role::Container => format!(
+            "\n[container-replicator]\ninterval = 30\nreclaim_age = {age}\n\n\
+             [container-updater]\ninterval = 30\n"
+        ),
+        Role::Account => format!("\n[account-replicator]\ninterval = 30\nreclaim_age = {age}\n"),
     }
 }
 

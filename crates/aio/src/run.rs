@@ -40,6 +40,11 @@ pub const NODE_DAEMONS: &[(&str, Role)] = &[
     ("object-replicator", Role::Object),
     ("object-updater", Role::Object),
     ("object-auditor", Role::Object),
+    ("container-replicator", Role::Container),
+    ("container-updater", Role::Container),
+    ("container-auditor", Role::Container),
+    ("account-replicator", Role::Account),
+    ("account-auditor", Role::Account),
 ];
 
 /// Every process of the cluster, storage nodes first and the proxy last.

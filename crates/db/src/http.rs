@@ -1,6 +1,7 @@
 //! The HTTP side of DB replication shared by the container and account servers:
 //! `REPLICATE /DEV/PART/HASH` ([`replicate_request`], the JSON RPC of [`crate::rpc`]) and
-//! whole-DB uploads `PUT /DEV/tmp/NAME` ([`upload_request`]).
+//! whole-DB uploads `PUT /DEV/tmp/NAME` ([`upload_request`]); and the listing request
+//! helpers both servers use ([`listing_content_type`], [`query_params`], [`listing_params`]).
 
 use std::path::Path;
 
@@ -10,6 +11,7 @@ use cairn_common::http::{
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 
 use crate::broker::Kind;
+use crate::list::ListParams;
 
 /// Largest REPLICATE body accepted (a `merge_items` batch of 1000 rows is far smaller).
 pub const MAX_RPC_BODY: usize = 64 << 20;
@@ -148,4 +150,162 @@ pub async fn upload_request(
     }
     result?;
     Ok(status_only(StatusCode::CREATED))
+}
+
+// ---- listing requests (shared by the container and account servers) ----
+
+/// Listing content type from `format=` or `Accept` (Swift's `get_listing_content_type`).
+pub fn listing_content_type(
+    format_param: Option<&str>,
+    accept: Option<&str>,
+) -> Result<&'static str, HttpError> {
+    const OFFERS: [&str; 4] = [
+        "text/plain",
+        "application/json",
+        "application/xml",
+        "text/xml",
+    ];
+    if let Some(f) = format_param {
+        return Ok(match f.to_ascii_lowercase().as_str() {
+            "json" => "application/json",
+            "xml" => "application/xml",
+            _ => "text/plain",
+        });
+    }
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok("text/plain");
+    };
+    let mut best: Option<(f32, usize, usize)> = None; // (q, specificity, offer index)
+    for part in accept.split(',') {
+        let mut it = part.split(';');
+        let range = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let mut q = 1.0f32;
+        for p in it {
+            if let Some(v) = p.trim().strip_prefix("q=") {
+                q = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| HttpError::bad_request("Invalid Accept header"))?;
+            }
+        }
+        let Some((rt, rs)) = range.split_once('/') else {
+            return Err(HttpError::bad_request("Invalid Accept header"));
+        };
+        for (i, offer) in OFFERS.iter().enumerate() {
+            let (ot, os) = offer.split_once('/').unwrap_or((offer, ""));
+            let spec = match (rt, rs) {
+                ("*", "*") => 0,
+                (t, "*") if t == ot => 1,
+                (t, s) if t == ot && s == os => 2,
+                _ => continue,
+            };
+            if q <= 0.0 {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((bq, _, bi)) => q > bq || (q == bq && i < bi),
+            };
+            if better {
+                best = Some((q, spec, i));
+            }
+        }
+    }
+    match best {
+        Some((_, _, i)) => Ok(OFFERS[i]),
+        None => Err(HttpError::new(StatusCode::NOT_ACCEPTABLE, "")),
+    }
+}
+
+/// Decode one `application/x-www-form-urlencoded` query component (412 if the result is
+/// not UTF-8 or contains NUL).
+pub fn decode_query_component(s: &str) -> Result<String, HttpError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .ok()
+        .filter(|s| !s.contains('\0'))
+        .ok_or_else(|| {
+            HttpError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "Invalid UTF8 or contains NULL",
+            )
+        })
+}
+
+/// The decoded `(name, value)` pairs of a query string.
+pub fn query_params(query: Option<&str>) -> Result<Vec<(String, String)>, HttpError> {
+    let mut out = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push((decode_query_component(k)?, decode_query_component(v)?));
+    }
+    Ok(out)
+}
+
+/// Swift's `config_true_value`.
+pub fn truthy(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes" | "on" | "t" | "y"
+    )
+}
+
+/// Listing parameters of a GET (Swift's `validate_container_params`).
+pub fn listing_params(
+    params: &[(String, String)],
+    max_limit: usize,
+) -> Result<ListParams, HttpError> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let mut limit = max_limit;
+    if let Some(l) = get("limit") {
+        if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) {
+            let n: usize = l.parse().unwrap_or(usize::MAX);
+            if n > max_limit {
+                return Err(HttpError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    format!("Maximum limit is {max_limit}"),
+                ));
+            }
+            limit = n;
+        }
+    }
+    let delimiter = get("delimiter")
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    if let Some(d) = &delimiter {
+        if d.chars().count() > 1 || d.chars().next().is_some_and(|c| c as u32 > 254) {
+            return Err(HttpError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "Bad delimiter",
+            ));
+        }
+    }
+    Ok(ListParams {
+        limit,
+        marker: get("marker").unwrap_or("").to_string(),
+        end_marker: get("end_marker").unwrap_or("").to_string(),
+        prefix: get("prefix").map(str::to_string),
+        delimiter,
+        path: get("path").map(str::to_string),
+        reverse: get("reverse").is_some_and(truthy),
+    })
 }

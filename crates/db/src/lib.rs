@@ -35,6 +35,7 @@
 pub mod account;
 pub mod broker;
 pub mod container;
+pub mod daemon;
 pub mod error;
 pub mod format;
 pub mod http;

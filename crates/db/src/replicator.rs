@@ -35,8 +35,9 @@ use crate::util::DirLock;
 pub struct ReplicatorSettings {
     pub devices: PathBuf,
     pub mount_check: bool,
-    /// This node's replication addresses: ring devices with a matching
-    /// `(replication_ip, replication_port)` are local.
+    /// This node's addresses: ring devices whose `(replication_ip, replication_port)` or
+    /// `(ip, port)` match one of them with `bind_port` are local (`0.0.0.0`/`::` match
+    /// any address).
     pub bind_ips: Vec<String>,
     pub bind_port: u16,
     /// Time between passes (30 s).
@@ -50,6 +51,8 @@ pub struct ReplicatorSettings {
     /// Tombstone and DB reclaim age (604800 s).
     pub reclaim_age: u64,
     pub timeouts: Timeouts,
+    /// At most this many DBs started per second (50; 0: unlimited).
+    pub databases_per_second: f64,
 }
 
 impl ReplicatorSettings {
@@ -65,6 +68,7 @@ impl ReplicatorSettings {
             max_diffs: 100,
             reclaim_age: 604_800,
             timeouts: Timeouts::default(),
+            databases_per_second: 50.0,
         }
     }
 }
@@ -152,9 +156,28 @@ impl<K: Kind> DbReplicator<K> {
         })
     }
 
+    /// `ip:port` is this node's: the port is `bind_port` and the address is one of
+    /// `bind_ips` (compared as addresses; an unspecified bind address `0.0.0.0`/`::`
+    /// matches any).
+    fn addr_matches(&self, ip: &str, port: u16) -> bool {
+        if port != self.settings.bind_port {
+            return false;
+        }
+        let ip = ip.trim_matches(['[', ']']);
+        let parsed = ip.parse::<std::net::IpAddr>().ok();
+        self.settings.bind_ips.iter().any(|b| {
+            let b = b.trim_matches(['[', ']']);
+            match (b.parse::<std::net::IpAddr>(), parsed) {
+                (Ok(a), _) if a.is_unspecified() => true,
+                (Ok(a), Some(p)) => a == p,
+                _ => b == ip,
+            }
+        })
+    }
+
+    /// A ring device is local when its replication address or its address is ours.
     fn is_local(&self, d: &Device) -> bool {
-        d.replication_port == self.settings.bind_port
-            && self.settings.bind_ips.contains(&d.replication_ip)
+        self.addr_matches(&d.replication_ip, d.replication_port) || self.addr_matches(&d.ip, d.port)
     }
 
     /// `(device id, device name)` of every local ring device that is usable.
@@ -199,6 +222,12 @@ impl<K: Kind> DbReplicator<K> {
             self.settings.concurrency.max(1),
         ));
         let mut tasks = tokio::task::JoinSet::new();
+        let rate = self.settings.databases_per_second;
+        let gap = if rate.is_finite() && rate > 0.0 {
+            Duration::from_secs_f64(1.0 / rate)
+        } else {
+            Duration::ZERO
+        };
         for (dev_id, part, db) in dbs {
             if stop.is_stopped() {
                 break;
@@ -211,6 +240,9 @@ impl<K: Kind> DbReplicator<K> {
                 this.replicate_db(dev_id, part, db).await;
                 drop(permit);
             });
+            if !gap.is_zero() && !stop.sleep(gap).await {
+                break;
+            }
         }
         while tasks.join_next().await.is_some() {}
         let after = self.counters.get();
@@ -767,4 +799,67 @@ async fn remove_db(db_file: &Path) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_ring::types::RingData;
+
+    fn dev(id: u32, ip: &str, port: u16, rip: &str, rport: u16) -> Option<Device> {
+        Some(Device {
+            id,
+            region: 1,
+            zone: id + 1,
+            ip: ip.into(),
+            port,
+            replication_ip: rip.into(),
+            replication_port: rport,
+            device: format!("d{id}"),
+            weight: 1.0,
+            meta: String::new(),
+        })
+    }
+
+    fn local_ids(bind_ips: &[&str], port: u16) -> Vec<u32> {
+        let dir = tempfile::tempdir().unwrap();
+        let devs = vec![
+            dev(0, "10.0.0.1", 6201, "10.1.0.1", 6301),
+            dev(1, "10.0.0.2", 6201, "10.1.0.2", 6301),
+            dev(2, "10.0.0.1", 6202, "10.1.0.1", 6202),
+        ];
+        for d in devs.iter().flatten() {
+            std::fs::create_dir(dir.path().join(&d.device)).unwrap();
+        }
+        let ring = Ring::from_data(RingData {
+            part_power: 0,
+            replica2part2dev: vec![vec![0], vec![1], vec![2]],
+            devs,
+            version: 1,
+        })
+        .unwrap();
+        let r = DbReplicator::<crate::ContainerKind>::new(
+            ReplicatorSettings::new(
+                dir.path(),
+                bind_ips.iter().map(|s| s.to_string()).collect(),
+                port,
+            ),
+            Arc::new(ring),
+        );
+        r.local_devices().into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn local_devices_by_address_or_replication_address() {
+        // the server's own address
+        assert_eq!(local_ids(&["10.0.0.1"], 6201), vec![0]);
+        // the replication address
+        assert_eq!(local_ids(&["10.1.0.1"], 6301), vec![0]);
+        assert_eq!(local_ids(&["10.1.0.2"], 6301), vec![1]);
+        // an unspecified bind address matches any address with the port
+        assert_eq!(local_ids(&["0.0.0.0"], 6201), vec![0, 1]);
+        assert_eq!(local_ids(&["::"], 6202), vec![2]);
+        assert!(local_ids(&["10.0.0.9"], 6201).is_empty());
+        assert!(local_ids(&["10.0.0.1"], 6999).is_empty());
+    }
 }
