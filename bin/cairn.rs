@@ -60,6 +60,8 @@ enum Command {
     AccountReplicator(DaemonArgs),
     /// Checks every account database's integrity; quarantines broken ones.
     AccountAuditor(DaemonArgs),
+    /// Load generator for any Swift-API endpoint (put, get, head, delete, list, mixed).
+    Bench(cairn_bench::BenchArgs),
     /// Validate a configuration file; prints the bad key and exits 2 when it is wrong.
     CheckConfig {
         /// The file to check (`cairn.toml`).
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::Ring(args) => cairn_ring::cli::run(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Aio(args) => cairn_aio::main(args),
+        Command::Bench(args) => cairn_bench::run(args),
         Command::ObjectReplicator {
             daemon: d,
             devices,
