@@ -23,6 +23,8 @@ enum Command {
     Ring(cairn_ring::cli::RingArgs),
     /// A whole cluster on this machine: 4 storage nodes, 3 replicas, one proxy.
     Aio(cairn_aio::AioArgs),
+    /// The proxy server: the public Swift API v1 with TempAuth.
+    ProxyServer(ConfigArg),
     /// The object server of a storage node.
     ObjectServer(ConfigArg),
     /// Pushes this node's objects to where the ring says they belong (suffix hashes + SSYNC).
@@ -62,6 +64,12 @@ enum Command {
     AccountAuditor(DaemonArgs),
     /// Load generator for any Swift-API endpoint (put, get, head, delete, list, mixed).
     Bench(cairn_bench::BenchArgs),
+    /// Deletes objects whose X-Delete-At has passed, from the expiring-objects queue.
+    ObjectExpirer(DaemonArgs),
+    /// Where an account, container or object lives: partition, nodes, curl and disk paths.
+    GetNodes(cairn_tools::GetNodesArgs),
+    /// Inspect an object file or database on disk: metadata and placement.
+    Info(cairn_tools::InfoArgs),
     /// Validate a configuration file; prints the bad key and exits 2 when it is wrong.
     CheckConfig {
         /// The file to check (`cairn.toml`).
@@ -136,6 +144,16 @@ fn main() -> ExitCode {
             ))
             .map_err(|e| e.to_string())
         }),
+        Command::ProxyServer(a) => serve("proxy-server", |rt| {
+            rt.block_on(cairn_proxy::run(&a.config))
+                .map_err(|e| e.to_string())
+        }),
+        Command::ObjectExpirer(d) => serve("object-expirer", |rt| {
+            rt.block_on(cairn_object::expirer::run_object_expirer(&d.config, d.once))
+                .map_err(|e| e.to_string())
+        }),
+        Command::GetNodes(a) => cairn_tools::get_nodes(a),
+        Command::Info(a) => cairn_tools::info(a),
         Command::ObjectServer(arg) => serve("object-server", |rt| {
             rt.block_on(cairn_object::config::run_object_server(&arg.config))
                 .map_err(|e| e.to_string())

@@ -174,20 +174,23 @@ fn server_file(layout: &Layout, shape: &Shape, n: u16, role: Role) -> String {
         devices = layout.devices(n).display().to_string(),
         recon = layout.recon(n).display().to_string(),
     );
-    let _ = write!(out, "{}", role_tables(shape, role));
+    let _ = write!(out, "{}", role_tables(shape, n, role));
     out
 }
 
 /// The role-specific tables of a storage server file: the consistency window, and the
 /// daemons that work on the same devices with their defaults spelled out for operators.
-fn role_tables(shape: &Shape, role: Role) -> String {
+fn role_tables(shape: &Shape, n: u16, role: Role) -> String {
     let age = shape.reclaim_age;
+    // Every node runs an expirer; each takes its own share of the queue.
+    let (processes, process) = (shape.nodes, n - 1);
     match role {
         Role::Object => format!(
             "\n[object-server]\nreclaim_age = {age}\n\n\
              [object-replicator]\ninterval = 30\n\n\
              [object-updater]\ninterval = 30\n\n\
-             [object-auditor]\ninterval = 30\n"
+             [object-auditor]\ninterval = 30\n\n\
+             [object-expirer]\ninterval = 10\nprocesses = {processes}\nprocess = {process}\n"
         ),
         Role::Container => format!(
             "\n[container-replicator]\ninterval = 30\nreclaim_age = {age}\n\n\

@@ -40,6 +40,7 @@ pub const NODE_DAEMONS: &[(&str, Role)] = &[
     ("object-replicator", Role::Object),
     ("object-updater", Role::Object),
     ("object-auditor", Role::Object),
+    ("object-expirer", Role::Object),
     ("container-replicator", Role::Container),
     ("container-updater", Role::Container),
     ("container-auditor", Role::Container),

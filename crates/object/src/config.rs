@@ -22,9 +22,10 @@
 //!
 //! `[object-replicator]` is [`ReplicatorSection`] (`cairn object-replicator --config FILE`,
 //! [`crate::replicator::run_object_replicator`]). `[object-updater]` is
-//! [`crate::updater::UpdaterSection`] ([`crate::updater::run_object_updater`]) and
+//! [`crate::updater::UpdaterSection`] ([`crate::updater::run_object_updater`]),
 //! `[object-auditor]` is [`crate::auditor::AuditorSection`]
-//! ([`crate::auditor::run_object_auditor`]).
+//! ([`crate::auditor::run_object_auditor`]) and `[object-expirer]` is
+//! [`crate::expirer::ExpirerSection`] ([`crate::expirer::run_object_expirer`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -106,6 +107,8 @@ pub struct ObjectServerFile {
     pub updater: crate::updater::UpdaterSection,
     #[serde(default, rename = "object-auditor")]
     pub auditor: crate::auditor::AuditorSection,
+    #[serde(default, rename = "object-expirer")]
+    pub expirer: crate::expirer::ExpirerSection,
 }
 
 /// `handoff_delete`: `"auto"` (delete a reverted handoff partition only when every primary
@@ -235,6 +238,7 @@ impl RoleConfig for ObjectServerFile {
         self.object.fallocate_reserve_pct()?;
         self.updater.validate()?;
         self.auditor.validate()?;
+        self.expirer.validate()?;
         for (key, v) in [
             ("container_update_timeout", o.container_update_timeout),
             ("lock_timeout", o.lock_timeout),

@@ -12,7 +12,9 @@
 //!   [`DiskFile::write_tombstone`] and [`DiskFile::write_meta`] the DELETE and POST;
 //! - [`hashes`] keeps the suffix hashes replication compares;
 //! - [`async_pending`] stores failed container updates, which the [`updater`] replays;
-//! - [`auditor`] re-reads objects at a bounded rate and quarantines damaged ones.
+//! - [`auditor`] re-reads objects at a bounded rate and quarantines damaged ones;
+//! - [`expirer`] deletes objects whose `X-Delete-At` has passed (the `.expiring_objects`
+//!   queue).
 //! - [`replicator`] pushes partitions to where the ring wants them (REPLICATE + SSYNC,
 //!   sent by [`ssync_sender`]; received by `server::ssync`).
 
@@ -21,6 +23,7 @@ pub mod auditor;
 pub mod config;
 pub mod diskfile;
 pub mod error;
+pub mod expirer;
 pub mod hashes;
 pub mod layout;
 pub mod metadata;

@@ -758,12 +758,24 @@ impl ObjectServer {
                         return;
                     }
                 }
+                // When verifying, one chunk is held back until the next read succeeds:
+                // the reader checks the MD5 at EOF, so the last bytes of a damaged object
+                // are never sent and the client sees a cut stream, not a clean wrong body.
+                let mut held: Option<Bytes> = None;
                 loop {
                     match reader.read_chunk(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
-                            if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                                return; // the client went away
+                            let chunk = Bytes::copy_from_slice(&buf[..n]);
+                            let ready = if verify {
+                                held.replace(chunk)
+                            } else {
+                                Some(chunk)
+                            };
+                            if let Some(ready) = ready {
+                                if tx.blocking_send(ready).is_err() {
+                                    return; // the client went away
+                                }
                             }
                         }
                         Err(e) => {
@@ -771,6 +783,11 @@ impl ObjectServer {
                             tx.blocking_abort(io::Error::other(e.to_string()));
                             return;
                         }
+                    }
+                }
+                if let Some(last) = held {
+                    if tx.blocking_send(last).is_err() {
+                        return;
                     }
                 }
             }
@@ -913,7 +930,16 @@ impl ObjectServer {
             status = StatusCode::NO_CONTENT;
         }
         let mut updates = Vec::new();
-        if let Some(old) = orig_delete_at {
+        // The expirer pops its queue row itself and says so (Swift: config_true_value of
+        // the header, default true).
+        let clean_queue =
+            header_str(&headers, "x-backend-clean-expiring-object-queue").is_none_or(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "true" | "1" | "yes" | "on" | "t" | "y"
+                )
+            });
+        if let Some(old) = orig_delete_at.filter(|_| clean_queue) {
             updates.push(self.delete_at_update(&p, &df, &headers, Method::DELETE, old, ts, None));
         }
         if orig_ts.is_none_or(|o| o < ts) {

@@ -1147,3 +1147,36 @@ async fn ssync_receiver() {
     let r = call(&s, request("SSYNC", "/sdz/0", &[], Bytes::new())).await;
     assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
 }
+
+/// The expirer pops its own queue row and says so with
+/// `X-Backend-Clean-Expiring-Object-Queue: no`: no queue-row delete is saved then.
+#[tokio::test]
+async fn expirer_delete_leaves_the_queue_to_the_expirer() {
+    let (d, s) = server();
+    let later = (Timestamp::now().secs() + 1000).to_string();
+    let queue_deletes = || {
+        pendings(d.path(), 0)
+            .into_iter()
+            .filter(|p| p.account == ".expiring_objects" && p.op == async_pending::AsyncOp::Delete)
+            .count()
+    };
+    for (obj, clean, expected) in [
+        ("/sda/0/AUTH_test/c/a", Some("no"), 0),
+        ("/sda/0/AUTH_test/c/b", Some("yes"), 1),
+        ("/sda/0/AUTH_test/c/c", None, 1),
+    ] {
+        put(&s, obj, ts(1), b"x", &[("X-Delete-At", &later)]).await;
+        let base = queue_deletes();
+        let mut h = vec![
+            ("X-Timestamp", ts(2).internal()),
+            ("X-If-Delete-At", later.clone()),
+        ];
+        if let Some(v) = clean {
+            h.push(("X-Backend-Clean-Expiring-Object-Queue", v.to_string()));
+        }
+        let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = call(&s, request("DELETE", obj, &h, "")).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        assert_eq!(queue_deletes() - base, expected, "{obj}");
+    }
+}

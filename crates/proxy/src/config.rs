@@ -1,0 +1,325 @@
+//! `proxy-server.toml`: the `[server]` table shared with every role, `[proxy]` and
+//! `[tempauth]` (`DESIGN.md`, "Configuration"; `PROTOCOLS.md`, "Authentication").
+//!
+//! ```toml
+//! [server]
+//! bind_port = 8080
+//! cluster_config = "cairn.toml"
+//!
+//! [proxy]
+//! account_autocreate = true
+//!
+//! [tempauth]
+//! token_secret = "long random string"      # or token_secret_file = "secret"
+//! [[tempauth.user]]
+//! account = "test"
+//! user = "tester"
+//! key = "testing"
+//! groups = [".admin"]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use cairn_common::config::ConfigError;
+use cairn_common::server_config::{load_role_config, parse_role_config, RoleConfig, ServerSection};
+
+/// The whole proxy role file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub proxy: ProxySection,
+    #[serde(default)]
+    pub tempauth: TempAuthSection,
+}
+
+/// `[proxy]`: Swift's `[app:proxy-server]` options. `conn_timeout`, `node_timeout` and
+/// `client_timeout` here override the `[server]` ones when set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// A missing account behaves as an empty one; the first container PUT creates it.
+    pub account_autocreate: bool,
+    /// Reseller admins may PUT/DELETE accounts.
+    pub allow_account_management: bool,
+    pub conn_timeout: Option<f64>,
+    pub node_timeout: Option<f64>,
+    pub client_timeout: Option<f64>,
+    /// After a quorum answered, how long to wait for the other backends.
+    pub post_quorum_timeout: f64,
+    /// Errors within `error_suppression_interval` after which a node is skipped.
+    pub error_suppression_limit: u32,
+    pub error_suppression_interval: f64,
+    /// Nodes a read may try, primaries included; `None`: 2 × replicas.
+    pub request_node_count: Option<usize>,
+    /// Origins allowed for CORS in addition to each container's own list.
+    pub cors_allow_origin: Vec<String>,
+    /// Force `http` or `https` in storage URLs (`default`: as the request came).
+    pub storage_url_scheme: String,
+    /// How long account/container existence answers are cached (seconds).
+    pub recheck_existence: f64,
+    /// Cap on segments of one SLO/DLO GET (defensive; Swift has none for DLO).
+    pub max_large_object_segments: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            account_autocreate: true,
+            allow_account_management: false,
+            conn_timeout: None,
+            node_timeout: None,
+            client_timeout: None,
+            post_quorum_timeout: 0.5,
+            error_suppression_limit: 10,
+            error_suppression_interval: 60.0,
+            request_node_count: None,
+            cors_allow_origin: Vec::new(),
+            storage_url_scheme: "default".to_string(),
+            recheck_existence: 10.0,
+            max_large_object_segments: 100_000,
+        }
+    }
+}
+
+/// `[tempauth]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TempAuthSection {
+    /// `AUTH`: accounts are named `AUTH_<account>`.
+    pub reseller_prefix: String,
+    /// Seconds a token lives.
+    pub token_life: u64,
+    /// The key tokens are signed with (shared by every proxy of the cluster).
+    pub token_secret: Option<String>,
+    /// A file holding the key (first line), relative to the config file.
+    pub token_secret_file: Option<PathBuf>,
+    #[serde(rename = "user")]
+    pub users: Vec<UserEntry>,
+}
+
+impl Default for TempAuthSection {
+    fn default() -> Self {
+        TempAuthSection {
+            reseller_prefix: "AUTH".to_string(),
+            token_life: 86_400,
+            token_secret: None,
+            token_secret_file: None,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One `[[tempauth.user]]`: Swift's `user_<account>_<user> = key groups… url`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub account: String,
+    pub user: String,
+    pub key: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Storage URL to hand out; `$HOST` is replaced by the request's scheme and host.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+fn positive(key: &str, v: f64) -> Result<(), String> {
+    if v.is_finite() && (0.0..1e9).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} must be a non-negative number of seconds, not {v}"
+        ))
+    }
+}
+
+impl RoleConfig for ProxyConfig {
+    fn server(&self) -> &ServerSection {
+        &self.server
+    }
+    fn server_mut(&mut self) -> &mut ServerSection {
+        &mut self.server
+    }
+    fn validate(&self) -> Result<(), String> {
+        let p = &self.proxy;
+        for (k, v) in [
+            ("proxy.conn_timeout", p.conn_timeout),
+            ("proxy.node_timeout", p.node_timeout),
+            ("proxy.client_timeout", p.client_timeout),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0 && v < 1e9) {
+                    return Err(format!("{k} must be a positive number of seconds, not {v}"));
+                }
+            }
+        }
+        positive("proxy.post_quorum_timeout", p.post_quorum_timeout)?;
+        positive(
+            "proxy.error_suppression_interval",
+            p.error_suppression_interval,
+        )?;
+        positive("proxy.recheck_existence", p.recheck_existence)?;
+        if p.request_node_count == Some(0) {
+            return Err("proxy.request_node_count must be at least 1".into());
+        }
+        if !["default", "http", "https"].contains(&p.storage_url_scheme.as_str()) {
+            return Err(format!(
+                "proxy.storage_url_scheme must be default, http or https, not {:?}",
+                p.storage_url_scheme
+            ));
+        }
+        let t = &self.tempauth;
+        if t.reseller_prefix.is_empty()
+            || !t.reseller_prefix.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            return Err("tempauth.reseller_prefix must be letters and digits".into());
+        }
+        if t.token_life == 0 {
+            return Err("tempauth.token_life must be positive".into());
+        }
+        match (&t.token_secret, &t.token_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err("set only one of tempauth.token_secret and token_secret_file".into())
+            }
+            (None, None) => {
+                return Err(
+                    "tempauth.token_secret (or token_secret_file) is required to sign tokens"
+                        .into(),
+                )
+            }
+            (Some(s), None) if s.len() < 8 => {
+                return Err("tempauth.token_secret must be at least 8 characters".into())
+            }
+            _ => {}
+        }
+        for u in &t.users {
+            if u.account.is_empty() || u.user.is_empty() || u.account.contains(':') {
+                return Err(format!(
+                    "tempauth.user {:?}:{:?}: account and user must be non-empty (no ':' in account)",
+                    u.account, u.user
+                ));
+            }
+            for g in &u.groups {
+                if g.contains(',') || g.is_empty() {
+                    return Err(format!(
+                        "tempauth.user {}:{}: bad group {g:?}",
+                        u.account, u.user
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or(Duration::from_secs(1))
+}
+
+impl ProxyConfig {
+    /// Read and check `proxy-server.toml`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: ProxyConfig = load_role_config(path)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve(&base);
+        Ok(cfg)
+    }
+
+    /// Parse and check the text of a proxy config; relative paths resolve against `base`.
+    pub fn parse(text: &str, name: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: ProxyConfig = parse_role_config(text, name, base)?;
+        cfg.resolve(base);
+        Ok(cfg)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        if let Some(f) = self.tempauth.token_secret_file.as_mut() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+    }
+
+    /// The token signing key: `token_secret`, or the first line of `token_secret_file`.
+    pub fn token_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(s) = &self.tempauth.token_secret {
+            return Ok(s.as_bytes().to_vec());
+        }
+        let path = self.tempauth.token_secret_file.clone().unwrap_or_default();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let line = text.lines().next().unwrap_or("").trim().to_string();
+        if line.len() < 8 {
+            return Err(ConfigError::Invalid {
+                path: path.display().to_string(),
+                message: "token secret must be at least 8 characters".into(),
+            });
+        }
+        Ok(line.into_bytes())
+    }
+
+    pub fn conn_timeout(&self) -> Duration {
+        secs(self.proxy.conn_timeout.unwrap_or(self.server.conn_timeout))
+    }
+    pub fn node_timeout(&self) -> Duration {
+        secs(self.proxy.node_timeout.unwrap_or(self.server.node_timeout))
+    }
+    pub fn client_timeout(&self) -> Duration {
+        secs(
+            self.proxy
+                .client_timeout
+                .unwrap_or(self.server.client_timeout),
+        )
+    }
+    pub fn post_quorum_timeout(&self) -> Duration {
+        secs(self.proxy.post_quorum_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ProxyConfig, ConfigError> {
+        ProxyConfig::parse(text, "proxy-server.toml", Path::new("/etc/cairn"))
+    }
+
+    #[test]
+    fn defaults_and_users() {
+        let c = parse(
+            "[tempauth]\ntoken_secret = \"0123456789\"\n[[tempauth.user]]\naccount = \"test\"\n\
+             user = \"tester\"\nkey = \"testing\"\ngroups = [\".admin\"]\n",
+        )
+        .unwrap();
+        assert!(c.proxy.account_autocreate);
+        assert_eq!(c.tempauth.reseller_prefix, "AUTH");
+        assert_eq!(c.tempauth.token_life, 86400);
+        assert_eq!(c.tempauth.users[0].groups, vec![".admin"]);
+        assert_eq!(c.conn_timeout(), Duration::from_millis(500));
+        assert_eq!(c.node_timeout(), Duration::from_secs(10));
+        assert_eq!(c.token_secret().unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn errors() {
+        assert!(parse("").is_err(), "secret required");
+        assert!(parse("[tempauth]\ntoken_secret = \"0123456789\"\nbogus = 1\n").is_err());
+        assert!(parse(
+            "[tempauth]\ntoken_secret = \"0123456789\"\n[proxy]\nstorage_url_scheme = \"ftp\"\n"
+        )
+        .is_err());
+        let c = parse("[tempauth]\ntoken_secret_file = \"secret\"\n").unwrap();
+        assert_eq!(
+            c.tempauth.token_secret_file,
+            Some(PathBuf::from("/etc/cairn/secret"))
+        );
+    }
+}
