@@ -209,6 +209,7 @@ enum ConfigKind {
     ObjectServer,
     ContainerServer,
     AccountServer,
+    ProxyServer,
 }
 
 /// By file name first (`object-server.toml`), else by the tables the file holds.
@@ -229,6 +230,8 @@ fn config_kind(file: &std::path::Path) -> Result<ConfigKind, String> {
             Some(ConfigKind::ContainerServer)
         } else if has("account-") {
             Some(ConfigKind::AccountServer)
+        } else if has("proxy") || has("tempauth") {
+            Some(ConfigKind::ProxyServer)
         } else {
             None
         }
@@ -237,6 +240,7 @@ fn config_kind(file: &std::path::Path) -> Result<ConfigKind, String> {
         ("object-server", ConfigKind::ObjectServer),
         ("container-server", ConfigKind::ContainerServer),
         ("account-server", ConfigKind::AccountServer),
+        ("proxy-server", ConfigKind::ProxyServer),
     ] {
         if name.contains(needle) {
             return Ok(kind);
@@ -266,6 +270,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         ConfigKind::AccountServer => {
             check_role::<cairn_account::config::AccountServerFile>(file, "account server")
         }
+        ConfigKind::ProxyServer => cairn_proxy::ProxyConfig::load(file)
+            .map_err(|e| e.to_string())
+            .and_then(|_| check_role::<cairn_proxy::ProxyConfig>(file, "proxy server")),
     });
     match checked {
         Ok(summary) => {
