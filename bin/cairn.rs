@@ -70,6 +70,11 @@ enum Command {
     GetNodes(cairn_tools::GetNodesArgs),
     /// Inspect an object file or database on disk: metadata and placement.
     Info(cairn_tools::InfoArgs),
+    /// Plant and check dispersion containers and objects (swift-dispersion-populate/report).
+    Dispersion(cairn_tools::DispersionArgs),
+    /// Every storage server's recon stats in one table; exit 1 on unreachable servers,
+    /// ring MD5 mismatches or stale replication.
+    Recon(cairn_tools::ReconArgs),
     /// Validate a configuration file; prints the bad key and exits 2 when it is wrong.
     CheckConfig {
         /// The file to check (`cairn.toml`).
@@ -154,6 +159,8 @@ fn main() -> ExitCode {
         }),
         Command::GetNodes(a) => cairn_tools::get_nodes(a),
         Command::Info(a) => cairn_tools::info(a),
+        Command::Dispersion(args) => cairn_tools::dispersion(args),
+        Command::Recon(args) => cairn_tools::recon(args),
         Command::ObjectServer(arg) => serve("object-server", |rt| {
             rt.block_on(cairn_object::config::run_object_server(&arg.config))
                 .map_err(|e| e.to_string())
