@@ -146,3 +146,78 @@ fn walk_files(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn node_stopped_mid_workload_loses_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let cluster = Cluster::start(4);
+    let client = Client::login(&cluster, "test:tester", "testing");
+    assert_eq!(client.req("PUT", "/busy", &[], b"").0, 201);
+
+    // A writer PUTs 80 objects while the main thread stops a node after the 20th.
+    let done = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let done = done.clone();
+        let (addr, path, token) = (
+            client.addr,
+            client.account_path.clone(),
+            client.token.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for i in 0..80 {
+                let name = format!("w-{i:03}");
+                let body = body(&name, 1);
+                let (status, _, _) = support::http(
+                    addr,
+                    "PUT",
+                    &format!("{path}/busy/{name}"),
+                    &[("X-Auth-Token", token.as_str())],
+                    &body,
+                );
+                assert_eq!(status, 201, "PUT {name} during the node stop");
+                acked.push((name, etag(&body)));
+                done.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            acked
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while done.load(Ordering::SeqCst) < 20 {
+        assert!(std::time::Instant::now() < deadline, "writer stalled");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cluster.stop_daemon("object-server-node3");
+    let acked = writer.join().expect("writer thread");
+    assert_eq!(acked.len(), 80);
+
+    // Every acknowledged object reads back while the node is still down.
+    for (name, tag) in &acked {
+        let (status, headers, _) = client.req("GET", &format!("/busy/{name}"), &[], b"");
+        assert_eq!(status, 200, "GET {name}");
+        assert_eq!(header(&headers, "etag"), Some(tag.as_str()));
+    }
+    // The listing holds all of them.
+    let (status, _, listing) = client.req("GET", "/busy", &[], b"");
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&listing).lines().count(), 80);
+
+    // The node returns; after one replication pass every primary has every object.
+    let _node3 = cluster.start_server(3, "object", cluster.object_port(3));
+    for node in 1..=4 {
+        cluster.run_once(node, "object-replicator");
+    }
+    let placement = Placement::load(&cluster, "object.ring");
+    for (name, tag) in &acked {
+        let (part, primaries) = placement.primaries("AUTH_test", "busy", name);
+        for (port, device) in &primaries {
+            let (status, got) =
+                placement.head(*port, device, part, &format!("/AUTH_test/busy/{name}"));
+            assert_eq!(status, 200, "{name} missing on {port}");
+            assert_eq!(got.as_deref(), Some(tag.as_str()));
+        }
+    }
+}
