@@ -187,13 +187,25 @@ impl Proxy {
         query: Option<&str>,
         headers: Vec<HeaderMap>,
     ) -> Vec<Reply> {
+        self.make_requests_with(ring, part, method, (a, c, o), query, headers, true)
+            .await
+    }
+
+    /// [`Proxy::make_requests`]; without `handoffs` only the primaries are asked (a
+    /// policy with `write_quorum = "all"`: a handoff's copy does not count).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn make_requests_with(
+        &self,
+        ring: &Ring,
+        part: u32,
+        method: Method,
+        (a, c, o): (&str, Option<&str>, Option<&str>),
+        query: Option<&str>,
+        headers: Vec<HeaderMap>,
+        handoffs: bool,
+    ) -> Vec<Reply> {
         let n = headers.len();
-        let pool = NodePool::new(iter_nodes(
-            ring,
-            part,
-            &self.limiter,
-            self.request_node_count(n),
-        ));
+        let pool = NodePool::new(self.write_nodes(ring, part, n, handoffs));
         let quorum = quorum_size(n);
         let pool = &pool;
         let mut futs: FuturesUnordered<_> = headers
@@ -243,6 +255,25 @@ impl Proxy {
         replies
     }
 
+    /// The nodes a write may use: primaries (not error-limited), then handoffs up to
+    /// `request_node_count` unless `handoffs` is false.
+    pub(crate) fn write_nodes(
+        &self,
+        ring: &Ring,
+        part: u32,
+        n: usize,
+        handoffs: bool,
+    ) -> Vec<Node> {
+        if handoffs {
+            iter_nodes(ring, part, &self.limiter, self.request_node_count(n).max(n))
+        } else {
+            primaries(ring, part)
+                .into_iter()
+                .filter(|node| !self.limiter.is_limited(node))
+                .collect()
+        }
+    }
+
     pub(crate) fn post_quorum_timeout(&self) -> Duration {
         self.cfg.post_quorum_timeout()
     }
@@ -268,11 +299,18 @@ impl Proxy {
         path: &str,
         headers: HeaderMap,
     ) -> Result<BackendResponse, Option<Reply>> {
-        match self
+        let started = std::time::Instant::now();
+        let answer = self
             .client
             .request(method, &node.authority(), path, headers, empty())
-            .await
-        {
+            .await;
+        match &answer {
+            Ok(r) if !r.status.is_server_error() => {
+                self.affinity.record_timing(node, started.elapsed())
+            }
+            _ => self.affinity.record_failure(node),
+        }
+        match answer {
             Ok(r) if r.status.is_server_error() => {
                 if r.status == StatusCode::INSUFFICIENT_STORAGE {
                     self.limiter.error_limit(node, "ERROR Insufficient Storage");
@@ -348,13 +386,68 @@ impl Proxy {
         headers: HeaderMap,
         newest: bool,
     ) -> GetOutcome {
+        self.read_nodes_full(
+            ring,
+            part,
+            method,
+            server,
+            (a, c, o),
+            query,
+            headers,
+            newest,
+        )
+        .await
+        .0
+    }
+
+    /// A first-good-node object read that also names the primaries that missed the
+    /// copy it found (404 without a tombstone at least as new, or an error): the
+    /// targets of a read repair.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn get_first_with_misses(
+        &self,
+        ring: &Ring,
+        part: u32,
+        method: Method,
+        (a, c, o): (&str, Option<&str>, Option<&str>),
+        query: Option<&str>,
+        headers: HeaderMap,
+    ) -> (GetOutcome, Vec<Node>) {
+        self.read_nodes_full(
+            ring,
+            part,
+            method,
+            ServerType::Object,
+            (a, c, o),
+            query,
+            headers,
+            false,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn read_nodes_full(
+        &self,
+        ring: &Ring,
+        part: u32,
+        method: Method,
+        server: ServerType,
+        (a, c, o): (&str, Option<&str>, Option<&str>),
+        query: Option<&str>,
+        headers: HeaderMap,
+        newest: bool,
+    ) -> (GetOutcome, Vec<Node>) {
         let n = primaries(ring, part).len();
-        let nodes = iter_nodes(ring, part, &self.limiter, self.request_node_count(n));
+        let mut nodes = iter_nodes(ring, part, &self.limiter, self.request_node_count(n));
+        let n_primaries = nodes.iter().take_while(|x| x.index.is_some()).count();
+        self.affinity.sort_primaries(&mut nodes[..n_primaries]);
         let mut state = ReadState {
             server,
             failed: Vec::new(),
             latest_404: Timestamp::from_raw(0),
             sources: Vec::new(),
+            misses: Vec::new(),
         };
         if newest {
             let futs = nodes.into_iter().map(|node| {
@@ -388,8 +481,19 @@ impl Proxy {
             .collect();
         sources.sort_by_key(|(ts, _, _)| *ts);
         match sources.pop() {
-            Some((_, r, node)) => GetOutcome::Found(r, node),
-            None => GetOutcome::Failed(state.failed),
+            Some((ts, r, node)) => {
+                if self.affinity.is_read_local(&node) {
+                    self.affinity.hits.inc();
+                }
+                let misses = state
+                    .misses
+                    .into_iter()
+                    .filter(|(_, miss_ts)| *miss_ts < ts)
+                    .map(|(n, _)| n)
+                    .collect();
+                (GetOutcome::Found(r, node), misses)
+            }
+            None => (GetOutcome::Failed(state.failed), Vec::new()),
         }
     }
 
@@ -410,6 +514,9 @@ struct ReadState {
     failed: Vec<Reply>,
     latest_404: Timestamp,
     sources: Vec<(Timestamp, BackendResponse, Node)>,
+    /// Primaries without a good copy: 5xx answers but 507 (timestamp 0) and 404s
+    /// (their `X-Backend-Timestamp`, a tombstone's time).
+    misses: Vec<(Node, Timestamp)>,
 }
 
 fn header_ts(h: &HeaderMap, names: &[&str]) -> Timestamp {
@@ -427,6 +534,18 @@ impl ReadState {
     async fn take(&mut self, r: Result<BackendResponse, Option<Reply>>, node: Node) {
         let handoff = node.index.is_none();
         let has_backend_ts = |h: &HeaderMap| header_ts(h, &["x-backend-timestamp"]).raw > 0;
+        match &r {
+            // A node that answered with an error (not 507: no room there) may take a
+            // repair; one that did not answer at all is left to the replicator.
+            Err(Some(e)) if !handoff && e.status != 507 => {
+                self.misses.push((node.clone(), Timestamp::from_raw(0)))
+            }
+            Ok(r) if !handoff && r.status.as_u16() == 404 => self.misses.push((
+                node.clone(),
+                header_ts(&r.headers, &["x-backend-timestamp"]),
+            )),
+            _ => {}
+        }
         match r {
             Err(None) => {}
             Err(Some(reply)) => {

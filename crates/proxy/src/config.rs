@@ -8,6 +8,13 @@
 //!
 //! [proxy]
 //! account_autocreate = true
+//! sorting_method = "affinity"              # shuffle (default) | timing | affinity
+//! read_affinity = "r1z1=100, r1=200"       # lower first; ties keep ring order
+//! write_affinity = "r1"                    # object PUTs: local nodes first…
+//! write_affinity_node_count = "2 * replicas"  # …this many of them
+//! read_repair = true                       # push a GET's object to primaries that missed it
+//! read_repair_queue = 1024                 # bounded; more are dropped (and counted)
+//! read_repair_workers = 2
 //!
 //! [tempauth]
 //! token_secret = "long random string"      # or token_secret_file = "secret"
@@ -65,6 +72,25 @@ pub struct ProxySection {
     pub recheck_existence: f64,
     /// Cap on segments of one SLO/DLO GET (defensive; Swift has none for DLO).
     pub max_large_object_segments: usize,
+    /// How reads order the primaries: `shuffle` (Swift's default), `timing` (fastest
+    /// recent answer first) or `affinity` (by `read_affinity`; ring order without it).
+    pub sorting_method: String,
+    /// `affinity` priorities, lower first: `"r1z1=100, r1=200"` (Swift's syntax).
+    pub read_affinity: String,
+    /// Object PUTs prefer these regions/zones (`"r1, r2z1"`) for their first
+    /// `write_affinity_node_count` nodes (primaries or handoffs).
+    pub write_affinity: String,
+    /// `"2 * replicas"`, `"N * replicas"` or a plain number.
+    pub write_affinity_node_count: String,
+    /// How long (seconds) a node's last response time counts for `timing`.
+    pub timing_expiry: f64,
+    /// Queue a background PUT of an object read from a later node to the primaries
+    /// that missed it.
+    pub read_repair: bool,
+    /// Read repairs waiting at most (more are dropped and counted).
+    pub read_repair_queue: usize,
+    /// Concurrent read repairs.
+    pub read_repair_workers: usize,
 }
 
 impl Default for ProxySection {
@@ -83,6 +109,14 @@ impl Default for ProxySection {
             storage_url_scheme: "default".to_string(),
             recheck_existence: 10.0,
             max_large_object_segments: 100_000,
+            sorting_method: "shuffle".to_string(),
+            read_affinity: String::new(),
+            write_affinity: String::new(),
+            write_affinity_node_count: "2 * replicas".to_string(),
+            timing_expiry: 300.0,
+            read_repair: true,
+            read_repair_queue: 1024,
+            read_repair_workers: 2,
         }
     }
 }
@@ -173,6 +207,24 @@ impl RoleConfig for ProxyConfig {
                 "proxy.storage_url_scheme must be default, http or https, not {:?}",
                 p.storage_url_scheme
             ));
+        }
+        if !["shuffle", "timing", "affinity"].contains(&p.sorting_method.as_str()) {
+            return Err(format!(
+                "proxy.sorting_method must be shuffle, timing or affinity, not {:?}",
+                p.sorting_method
+            ));
+        }
+        crate::affinity::parse_read_affinity(&p.read_affinity)
+            .map_err(|e| format!("proxy.read_affinity: {e}"))?;
+        crate::affinity::parse_write_affinity(&p.write_affinity)
+            .map_err(|e| format!("proxy.write_affinity: {e}"))?;
+        crate::affinity::parse_node_count(&p.write_affinity_node_count)
+            .map_err(|e| format!("proxy.write_affinity_node_count: {e}"))?;
+        positive("proxy.timing_expiry", p.timing_expiry)?;
+        if p.read_repair_queue == 0 || p.read_repair_workers == 0 {
+            return Err(
+                "proxy.read_repair_queue and read_repair_workers must be at least 1".into(),
+            );
         }
         let t = &self.tempauth;
         if t.reseller_prefix.is_empty()

@@ -22,12 +22,14 @@
 //! update assignment), [`backend`] (fan-out and failover reads), [`put`] (streaming
 //! PUT), [`resume`] (resuming GETs), [`cache`] (account/container info),
 //! `account`/`container`/`object` controllers, [`largeobj`], [`bulk`], [`info`],
-//! [`cors`], [`server`] (routing, the edge and the handler).
+//! [`cors`], [`server`] (routing, the edge and the handler), [`affinity`] (read
+//! ordering and write affinity) and [`repair`] (read repair).
 
 // Controllers return early with a ready client response as their error value; boxing
 // it would only add allocations on the error path.
 #![allow(clippy::result_large_err)]
 
+pub mod affinity;
 pub mod auth;
 pub mod backend;
 pub mod bulk;
@@ -40,6 +42,7 @@ pub mod largeobj;
 pub mod nodes;
 pub mod put;
 pub mod quorum;
+pub mod repair;
 pub mod resume;
 pub mod server;
 pub mod versioning;

@@ -18,6 +18,8 @@ pub struct Node {
     pub device: String,
     /// Position among the primaries; `None` for a handoff.
     pub index: Option<usize>,
+    pub region: u32,
+    pub zone: u32,
 }
 
 impl Node {
@@ -28,6 +30,8 @@ impl Node {
             port: d.port,
             device: d.device.clone(),
             index,
+            region: d.region,
+            zone: d.zone,
         }
     }
     /// `ip:port` (brackets for IPv6).
@@ -212,6 +216,8 @@ mod tests {
             port: 6200,
             device: "sda".into(),
             index: Some(0),
+            region: 1,
+            zone: 1,
         };
         assert_eq!(n.key(), "127.0.0.1:6200/sda");
         for _ in 0..2 {

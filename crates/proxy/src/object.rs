@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
+use cairn_common::config::WriteQuorum;
 use cairn_common::constraints::{
     check_delete_headers, check_metadata, check_object_size, MetaTarget,
 };
@@ -211,17 +212,51 @@ async fn get_or_head(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
     }
     let mm = ctx.param("multipart-manifest");
     let newest = truthy(ctx.header("x-newest"));
-    let out = fetch(
-        p,
-        ctx,
-        ctx.method.clone(),
-        &t,
-        (&a, &c, &o),
-        read_headers(ctx),
-        newest,
-        None,
-    )
-    .await;
+    let out = if !newest && ctx.method == Method::GET && p.repair.enabled() {
+        let mut headers = read_headers(ctx);
+        headers.extend(p.backend_headers(ctx));
+        headers.insert(
+            "x-backend-storage-policy-index",
+            HeaderValue::from(t.info.policy_index),
+        );
+        let (out, misses) = p
+            .get_first_with_misses(
+                &t.ring,
+                t.part,
+                Method::GET,
+                (&a, Some(&c), Some(&o)),
+                None,
+                headers,
+            )
+            .await;
+        if let GetOutcome::Found(r, node) = &out {
+            if r.status == StatusCode::OK && !misses.is_empty() {
+                p.repair.enqueue(crate::repair::RepairJob {
+                    part: t.part,
+                    account: a.clone(),
+                    container: c.clone(),
+                    object: o.clone(),
+                    policy_index: t.info.policy_index,
+                    source: node.clone(),
+                    targets: misses,
+                    trans_id: ctx.trans_id.clone(),
+                });
+            }
+        }
+        out
+    } else {
+        fetch(
+            p,
+            ctx,
+            ctx.method.clone(),
+            &t,
+            (&a, &c, &o),
+            read_headers(ctx),
+            newest,
+            None,
+        )
+        .await
+    };
     let conditional = [
         "if-match",
         "if-none-match",
@@ -626,6 +661,7 @@ where
         content_length,
         max_size: p.constraints.max_file_size,
         if_none_match_star,
+        handoffs: !policy.is_some_and(|p| p.write_quorum == WriteQuorum::All),
     };
     (p.put_object(job, body).await, ts)
 }
@@ -919,8 +955,19 @@ pub(crate) async fn write_all(
             HeaderValue::from(t.info.policy_index),
         );
     }
-    p.make_requests(&t.ring, t.part, method, a, Some(c), Some(o), None, headers)
-        .await
+    let all = p
+        .policy_by_index(t.info.policy_index)
+        .is_some_and(|p| p.write_quorum == WriteQuorum::All);
+    p.make_requests_with(
+        &t.ring,
+        t.part,
+        method,
+        (a, Some(c), Some(o)),
+        None,
+        headers,
+        !all,
+    )
+    .await
 }
 
 async fn delete(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {

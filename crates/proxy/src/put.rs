@@ -38,7 +38,7 @@ use cairn_common::http::{empty, Body, Timeouts};
 use cairn_ring::Ring;
 
 use crate::backend::{node_path, Reply};
-use crate::nodes::{iter_nodes, Node, NodePool};
+use crate::nodes::{Node, NodePool};
 use crate::quorum::{best_index, have_quorum};
 use crate::server::Proxy;
 
@@ -145,6 +145,9 @@ pub struct PutJob<'a> {
     pub content_length: Option<u64>,
     pub max_size: u64,
     pub if_none_match_star: bool,
+    /// May handoffs stand in for failed primaries? Not when the policy's
+    /// `write_quorum` is `all`: every primary must take the write.
+    pub handoffs: bool,
 }
 
 /// The outcome of a PUT: the reply to base the client answer on.
@@ -300,12 +303,13 @@ impl Proxy {
         B: hyper::body::Body<Data = Bytes, Error = io::Error> + Unpin,
     {
         let n = job.headers.len();
-        let pool = NodePool::new(iter_nodes(
-            job.ring,
-            job.part,
-            &self.limiter,
-            self.cfg.proxy.request_node_count.unwrap_or(2 * n).max(n),
-        ));
+        let nodes = self.write_nodes(job.ring, job.part, n, job.handoffs);
+        let nodes = if job.handoffs {
+            self.affinity.order_writes(nodes, n)
+        } else {
+            nodes
+        };
+        let pool = NodePool::new(nodes);
         let connects = job
             .headers
             .iter()

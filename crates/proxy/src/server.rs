@@ -109,6 +109,8 @@ pub struct Proxy {
     pub(crate) auth: TempAuth,
     pub(crate) cache: InfoCache,
     pub(crate) constraints: Constraints,
+    pub(crate) affinity: crate::affinity::Affinity,
+    pub(crate) repair: crate::repair::ReadRepair,
 }
 
 /// One client request as the controllers see it.
@@ -200,10 +202,13 @@ impl Proxy {
             conn: cfg.conn_timeout(),
             node: cfg.node_timeout(),
         };
+        let client = BackendClient::new(timeouts);
         Ok(Proxy {
             auth: TempAuth::new(&cfg, secret),
             secret: cluster.hash_path_secret(),
-            client: BackendClient::new(timeouts),
+            affinity: crate::affinity::Affinity::new(&cfg.proxy),
+            repair: crate::repair::ReadRepair::new(&cfg.proxy, client.clone()),
+            client,
             put_client: PutClient::new(timeouts),
             limiter: ErrorLimiter::new(
                 cfg.proxy.error_suppression_limit,

@@ -247,8 +247,15 @@ fn proxy_server(rings: Rings) -> ProxyServer {
 }
 
 fn proxy_server_with(rings: Rings, extra_proxy: &str) -> ProxyServer {
+    // The fakes do not replicate (each container fake lists only the updates it got):
+    // reads go in ring order unless a test asks otherwise.
+    let sorting = if extra_proxy.contains("sorting_method") {
+        ""
+    } else {
+        "sorting_method = \"affinity\"\n"
+    };
     let cfg = ProxyConfig::parse(
-        &format!("[proxy]\nrecheck_existence = 0\npost_quorum_timeout = 0.2\n{extra_proxy}\
+        &format!("[proxy]\nrecheck_existence = 0\npost_quorum_timeout = 0.2\n{sorting}{extra_proxy}\
          [tempauth]\ntoken_secret = \"test-secret\"\n\
          [[tempauth.user]]\naccount = \"test\"\nuser = \"tester\"\nkey = \"testing\"\ngroups = [\".admin\"]\n\
          [[tempauth.user]]\naccount = \"test\"\nuser = \"tester2\"\nkey = \"testing2\"\n\
@@ -1771,4 +1778,100 @@ async fn slow_nodes_time_out() {
     assert_eq!(r.status, 200);
     assert_eq!(&r.bytes(100).await.unwrap()[..], b"data2");
     c.nodes[primaries[0]].mode.store(NORMAL, Ordering::SeqCst);
+}
+
+/// Every `.data` file under `dir` (recursively).
+fn data_files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(data_files_under(&p));
+        } else if p.extension().is_some_and(|x| x == "data") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn read_repair_restores_a_missing_primary_copy() {
+    let (c, dirs) = Cluster::start_with_real_objects(false).await;
+    let tok = c.token("test:tester", "testing").await;
+    let auth = [("x-auth-token", tok.as_str())];
+    assert_eq!(
+        c.req("PUT", "/v1/AUTH_test/c", &auth, empty()).await.status,
+        201
+    );
+    let r = c
+        .req(
+            "PUT",
+            "/v1/AUTH_test/c/rr",
+            &[auth[0], ("x-object-meta-color", "blue")],
+            full("repair me"),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let hash =
+        cairn_common::HashPathSecret::new("", "s").hash_path("AUTH_test", Some("c"), Some("rr"));
+    let holders = |dirs: &[tempfile::TempDir]| -> Vec<usize> {
+        (0..dirs.len())
+            .filter(|&i| {
+                data_files_under(&dirs[i].path().join(format!("sd{i}")).join("objects"))
+                    .iter()
+                    .any(|p| p.to_string_lossy().contains(&hash))
+            })
+            .collect()
+    };
+    assert_eq!(holders(&dirs).len(), 3);
+    // The primaries in ring order (the object ring has the fakes' layout; device id =
+    // index in `dirs`); reads go in ring order here.
+    let secret = cairn_common::HashPathSecret::new("", "s");
+    let part = c
+        .fake_ring
+        .get_part(&secret, "AUTH_test", Some("c"), Some("rr"));
+    let before: Vec<usize> = c
+        .fake_ring
+        .get_part_nodes(part)
+        .map(|n| n.dev.id as usize)
+        .collect();
+    let mut sorted = before.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, holders(&dirs));
+    // Remove the copies of the first two primaries: the last one remains.
+    let mut ts_name = None;
+    for &i in &before[..2] {
+        for f in data_files_under(&dirs[i].path().join(format!("sd{i}")).join("objects")) {
+            if f.to_string_lossy().contains(&hash) {
+                ts_name = f.file_name().map(|n| n.to_os_string());
+                std::fs::remove_dir_all(f.parent().unwrap()).unwrap();
+            }
+        }
+    }
+    assert_eq!(holders(&dirs).len(), 1);
+    // One GET (served by the third primary) repairs both; the client never waits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let r = c.req("GET", "/v1/AUTH_test/c/rr", &auth, empty()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.bytes(100).await.unwrap()[..], b"repair me");
+    while holders(&dirs).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", holders(&dirs));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The repaired copies keep the original timestamp and metadata.
+    for &i in &before[..2] {
+        let f: Vec<_> = data_files_under(&dirs[i].path().join(format!("sd{i}")).join("objects"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(&hash))
+            .collect();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].file_name().map(|n| n.to_os_string()), ts_name);
+    }
+    let r = c.req("HEAD", "/v1/AUTH_test/c/rr", &auth, empty()).await;
+    assert_eq!(r.header("x-object-meta-color"), Some("blue"));
+    let m = cairn_common::metrics::global().render();
+    assert!(m.contains("cairn_proxy_read_repair_done_total"), "{m}");
 }
