@@ -28,6 +28,19 @@
 //! want to devices wanting more, only where the walk allows. See [`rebalance`] for the
 //! details and why each step terminates and moves little.
 //!
+//! # Placement rules
+//!
+//! Optionally a builder carries a [`PlacementRule`] `xyz` (`cairn ring B set-placement
+//! 110`): explicit replica counts per failure domain relative to a first copy, defined in
+//! [`placement`]. With a rule, `rebalance` first checks that the replica count is
+//! `1 + x + y + z` and that the weighted devices can satisfy it (refusing otherwise,
+//! before any change), then gives each partition an anchor (first region and zone) and
+//! replaces the plan's per-partition `min`/`max` of regions, zones and servers with the
+//! rule's; gathering lifts replicas that break it, placement and balance rounds never
+//! break it. Because at most one replica of a partition moves per `min_part_hours`, a
+//! ring that does not yet satisfy a newly set rule may need several rebalances;
+//! `validate` lists the partitions that still break it.
+//!
 //! # Invariants
 //!
 //! - After a successful rebalance every partition has exactly its replica count of
@@ -43,6 +56,7 @@
 //! - The same builder, operations and seed give the same ring (the random choices come from
 //!   a ChaCha generator seeded with the recorded seed; no hash map order is used).
 
+pub mod placement;
 mod plan;
 pub mod rebalance;
 mod report;
@@ -56,6 +70,7 @@ use crate::devspec::InfoChange;
 use crate::file::{self, FileError, BUILDER_MAGIC, RING_MAGIC};
 use crate::types::{Device, RingData};
 
+pub use placement::PlacementRule;
 pub use rebalance::{RebalanceOptions, RebalanceReport};
 pub use report::{DispersionReport, PartDispersion, TierDispersion, MAX_BALANCE, TIER_NAMES};
 
@@ -96,6 +111,8 @@ pub enum BuilderError {
     NotEnoughDevices { weighted: usize, replicas: f64 },
     #[error("the builder has never been rebalanced: run `rebalance` first")]
     NeverRebalanced,
+    #[error("{0}")]
+    Placement(String),
     #[error("invalid ring: {0}")]
     Invalid(String),
     #[error("inconsistent builder: {0}")]
@@ -136,6 +153,62 @@ pub struct RingBuilder {
     seeds: Vec<SeedRecord>,
     /// Devices were changed since the last rebalance (the ring file is stale).
     devs_changed: bool,
+    /// Explicit replica counts per failure domain ([`placement`]); `None`: spread as
+    /// widely as the plan allows. Last field on purpose: files written before it existed
+    /// decode as [`LegacyRingBuilderV1`] (see [`RingBuilder::load`]).
+    #[serde(default)]
+    placement: Option<PlacementRule>,
+}
+
+/// The builder body as written before placement rules existed (the same fields, in the
+/// same order, without `placement`). postcard is not self-describing: a struct is its
+/// fields back to back, so an old body simply ends where `placement` would start and
+/// decoding it as [`RingBuilder`] fails with an unexpected end. [`RingBuilder::load`] then
+/// decodes it as this and converts it with `placement: None`. A new body decoded as this
+/// would succeed (postcard ignores trailing bytes), which is why the new layout is tried
+/// first; an old body can never decode as the new layout (it is one `Option` tag short).
+/// The envelope's format version stays 1 (a bump would make every existing file
+/// unreadable: the envelope accepts exactly one version). Caveat: a binary that predates
+/// placement rules ignores the trailing bytes, so it reads a new file but silently loses
+/// the rule if it saves it; do not edit rule-bearing builders with old binaries.
+#[derive(Deserialize)]
+struct LegacyRingBuilderV1 {
+    part_power: u8,
+    replicas: f64,
+    min_part_hours: u8,
+    overload: f64,
+    devs: Vec<Option<Device>>,
+    pending_removal: Vec<u32>,
+    removed_devs: Vec<Device>,
+    replica2part2dev: Vec<Vec<u16>>,
+    last_part_moves: Vec<u8>,
+    last_part_moves_epoch: u64,
+    version: u64,
+    dispersion: f64,
+    seeds: Vec<SeedRecord>,
+    devs_changed: bool,
+}
+
+impl From<LegacyRingBuilderV1> for RingBuilder {
+    fn from(b: LegacyRingBuilderV1) -> Self {
+        RingBuilder {
+            part_power: b.part_power,
+            replicas: b.replicas,
+            min_part_hours: b.min_part_hours,
+            overload: b.overload,
+            devs: b.devs,
+            pending_removal: b.pending_removal,
+            removed_devs: b.removed_devs,
+            replica2part2dev: b.replica2part2dev,
+            last_part_moves: b.last_part_moves,
+            last_part_moves_epoch: b.last_part_moves_epoch,
+            version: b.version,
+            dispersion: b.dispersion,
+            seeds: b.seeds,
+            devs_changed: b.devs_changed,
+            placement: None,
+        }
+    }
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970).
@@ -203,6 +276,7 @@ impl RingBuilder {
             dispersion: 0.0,
             seeds: Vec::new(),
             devs_changed: false,
+            placement: None,
         })
     }
 
@@ -260,6 +334,10 @@ impl RingBuilder {
     }
     pub fn last_part_moves(&self) -> &[u8] {
         &self.last_part_moves
+    }
+    /// The placement rule, if any ([`placement`]).
+    pub fn placement(&self) -> Option<PlacementRule> {
+        self.placement
     }
     /// Devices changed since the last rebalance (the ring file would differ).
     pub fn devs_changed(&self) -> bool {
@@ -381,6 +459,56 @@ impl RingBuilder {
         Ok(())
     }
 
+    /// Set or clear the placement rule; the next rebalance enforces it. The replica count
+    /// is not checked here (change both, in either order, then rebalance, which refuses a
+    /// mismatch): see [`RingBuilder::placement_problem`].
+    pub fn set_placement(&mut self, rule: Option<PlacementRule>) {
+        self.placement = rule;
+        self.devs_changed = true;
+    }
+
+    /// Why the current replica count and devices cannot satisfy the placement rule
+    /// (`None` when there is no rule or they can). Devices marked for removal do not count.
+    pub fn placement_problem(&self) -> Option<String> {
+        let rule = self.placement?;
+        if !rule.fits_replicas(self.replicas) {
+            return Some(format!(
+                "placement rule {rule} needs exactly {} replicas, the builder has {}; \
+                 change the replica count or the rule",
+                rule.replicas(),
+                self.replicas
+            ));
+        }
+        rule.check_topology(
+            self.devices()
+                .filter(|d| !self.is_pending_removal(d.id) && d.weight > 0.0),
+        )
+        .err()
+    }
+
+    /// Partitions whose replicas break the placement rule, with the reason (empty without
+    /// a rule or before the first rebalance).
+    pub fn placement_violations(&self) -> Vec<(usize, String)> {
+        let Some(rule) = self.placement else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in 0..self.parts() {
+            if self.replicas_of(p) == 0 {
+                continue;
+            }
+            let locs: Vec<(u32, u32, &str)> = self
+                .part_devs(p)
+                .filter_map(|d| self.device(u32::from(d)))
+                .map(|d| (d.region, d.zone, d.ip.as_str()))
+                .collect();
+            if let Err(why) = rule.check_part(locs) {
+                out.push((p, why));
+            }
+        }
+        out
+    }
+
     /// Pretend every partition last moved long ago, so the next rebalance may move any.
     pub fn pretend_min_part_hours_passed(&mut self) {
         self.last_part_moves.iter_mut().for_each(|h| *h = u8::MAX);
@@ -412,7 +540,17 @@ impl RingBuilder {
     /// Load a builder and check that its contents are consistent (a decodable but
     /// inconsistent file is rejected rather than trusted).
     pub fn load(path: &Path) -> Result<Self, BuilderError> {
-        let builder: RingBuilder = file::read_file(BUILDER_MAGIC, path)?;
+        let builder: RingBuilder = match file::read_file(BUILDER_MAGIC, path) {
+            Ok(b) => b,
+            // A body from before placement rules: see `LegacyRingBuilderV1`.
+            Err(FileError::Decode(..)) => {
+                match file::read_file::<LegacyRingBuilderV1>(BUILDER_MAGIC, path) {
+                    Ok(old) => old.into(),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         builder.check_consistency()?;
         Ok(builder)
     }

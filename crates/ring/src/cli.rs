@@ -3,16 +3,17 @@
 //!
 //! | verb | effect |
 //! |---|---|
-//! | `create PART_POWER REPLICAS MIN_PART_HOURS` | new builder (refuses to overwrite one) |
+//! | `create PART_POWER REPLICAS MIN_PART_HOURS [--placement XYZ]` | new builder (refuses to overwrite one) |
 //! | `add DEVSPEC WEIGHT [DEVSPEC WEIGHT …]`, `add --file FILE` | add devices (`r1z1-10.0.0.1:6200/sdb1 100`) |
 //! | `remove SEARCH` | mark matching devices for removal at the next rebalance |
 //! | `set-weight SEARCH WEIGHT` | change weights (≥ 0) |
 //! | `set-info SEARCH CHANGE` | change addresses / name / meta (`10.0.0.2:6201/sdc_ssd`) |
 //! | `set-overload X` / `set-min-part-hours H` / `set-replicas R` | builder parameters (`10%` or `0.1`) |
+//! | `set-placement XYZ`, `set-placement none` | placement rule ([`crate::builder::placement`]), enforced by `rebalance` |
 //! | `rebalance [--seed N]` | reassign partitions, write BUILDER and `NAME.ring` |
 //! | `write-ring` | (re)write `NAME.ring` from the builder |
 //! | `list [--json]`, or no verb | devices with partition counts and balance |
-//! | `validate` | check the assignment |
+//! | `validate` | check the assignment (and every partition against the placement rule) |
 //! | `dispersion [--verbose] [--json]` | partitions less spread than the topology allows |
 //! | `pretend-min-part-hours-passed` | let the next rebalance move any partition |
 //! | `export --json` | part power, replicas, devices and the assignment as JSON |
@@ -36,7 +37,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use crate::builder::{BuilderError, RebalanceOptions, RingBuilder};
+use crate::builder::{BuilderError, PlacementRule, RebalanceOptions, RingBuilder};
 use crate::devspec::{self, DevSpecError, SearchValue};
 use crate::file::{self, FileError, RING_MAGIC};
 use crate::types::{Device, RingData};
@@ -66,6 +67,10 @@ pub enum Verb {
         /// Hours before a partition may move again (0-255).
         #[arg(allow_hyphen_values = true)]
         min_part_hours: String,
+        /// Placement rule `xyz`: x replicas in other regions, y in other zones of the
+        /// first copy's region, z on other servers of its zone (1 + x + y + z replicas).
+        #[arg(long)]
+        placement: Option<String>,
     },
     /// Add devices: pairs of `r<region>z<zone>-<ip>:<port>[R<ip>:<port>]/<device>[_<meta>]`
     /// and weight, or `--file FILE` with one pair per line.
@@ -100,6 +105,12 @@ pub enum Verb {
     SetReplicas {
         #[arg(allow_hyphen_values = true)]
         replicas: String,
+    },
+    /// Set the placement rule `xyz` (x replicas in other regions, y in other zones of the
+    /// first copy's region, z on other servers of its zone), or `none`.
+    SetPlacement {
+        #[arg(allow_hyphen_values = true)]
+        rule: String,
     },
     /// Reassign partitions; writes the builder and the ring file.
     Rebalance {
@@ -237,7 +248,14 @@ pub fn execute(args: RingArgs) -> Result<String, CliError> {
             part_power,
             replicas,
             min_part_hours,
-        } => create(path, &part_power, &replicas, &min_part_hours),
+            placement,
+        } => create(
+            path,
+            &part_power,
+            &replicas,
+            &min_part_hours,
+            placement.as_deref(),
+        ),
         Verb::Add { file, values } => add(path, file.as_deref(), &values),
         Verb::Remove { search } => remove(path, &search),
         Verb::SetWeight { search, weight } => set_weight(path, &search, &weight),
@@ -245,6 +263,7 @@ pub fn execute(args: RingArgs) -> Result<String, CliError> {
         Verb::SetOverload { overload } => set_overload(path, &overload),
         Verb::SetMinPartHours { hours } => set_min_part_hours(path, &hours),
         Verb::SetReplicas { replicas } => set_replicas(path, &replicas),
+        Verb::SetPlacement { rule } => set_placement(path, &rule),
         Verb::Rebalance { seed } => rebalance(path, seed.as_deref()),
         Verb::WriteRing => write_ring(path),
         Verb::List { json } => list(path, json || args.json),
@@ -290,6 +309,29 @@ fn parse_overload(s: &str) -> Result<f64, CliError> {
         return input(format!("invalid overload {s:?}: it must be ≥ 0"));
     }
     Ok(v)
+}
+
+/// `110` → a rule, `none` → no rule.
+fn parse_placement(s: &str) -> Result<Option<PlacementRule>, CliError> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    s.parse::<PlacementRule>()
+        .map(Some)
+        .map_err(CliError::Input)
+}
+
+fn placement_text(rule: Option<PlacementRule>) -> String {
+    match rule {
+        Some(rule) => format!(
+            "{rule} ({} replicas: {} in other regions, {} in other zones, {} on other servers)",
+            rule.replicas(),
+            rule.regions,
+            rule.zones,
+            rule.servers
+        ),
+        None => "none (spread as widely as possible)".into(),
+    }
 }
 
 fn load(path: &Path) -> Result<RingBuilder, CliError> {
@@ -364,11 +406,26 @@ fn device_for(builder: &RingBuilder, id: u32) -> Result<&Device, CliError> {
 
 // ----- verbs -------------------------------------------------------------------------------
 
-fn create(path: &Path, part_power: &str, replicas: &str, hours: &str) -> Result<String, CliError> {
+fn create(
+    path: &Path,
+    part_power: &str,
+    replicas: &str,
+    hours: &str,
+    placement: Option<&str>,
+) -> Result<String, CliError> {
     let part_power: i64 = parse_num("part power", part_power)?;
     let replicas: f64 = parse_num("replica count", replicas)?;
     let hours = parse_min_part_hours(hours)?;
-    let builder = RingBuilder::new(part_power, replicas, hours)?;
+    let mut builder = RingBuilder::new(part_power, replicas, hours)?;
+    if let Some(rule) = placement.map(parse_placement).transpose()?.flatten() {
+        if !rule.fits_replicas(replicas) {
+            return input(format!(
+                "placement rule {rule} needs exactly {} replicas, not {replicas}",
+                rule.replicas()
+            ));
+        }
+        builder.set_placement(Some(rule));
+    }
     if path.exists() {
         return input(format!(
             "{}: already exists (remove it first to start over)",
@@ -377,11 +434,12 @@ fn create(path: &Path, part_power: &str, replicas: &str, hours: &str) -> Result<
     }
     save(&builder, path)?;
     Ok(format!(
-        "Created {}: {} partitions, {} replicas, min_part_hours {}\n",
+        "Created {}: {} partitions, {} replicas, min_part_hours {}, placement {}\n",
         path.display(),
         builder.parts(),
         builder.replicas(),
-        builder.min_part_hours()
+        builder.min_part_hours(),
+        placement_text(builder.placement())
     ))
 }
 
@@ -523,6 +581,21 @@ fn set_replicas(path: &Path, value: &str) -> Result<String, CliError> {
     ))
 }
 
+fn set_placement(path: &Path, value: &str) -> Result<String, CliError> {
+    let mut builder = load(path)?;
+    let rule = parse_placement(value)?;
+    builder.set_placement(rule);
+    save(&builder, path)?;
+    let mut out = format!(
+        "The placement rule is now {}; rebalance to apply it\n",
+        placement_text(rule)
+    );
+    if let Some(problem) = builder.placement_problem() {
+        let _ = writeln!(out, "WARNING: rebalance will refuse until fixed: {problem}");
+    }
+    Ok(out)
+}
+
 /// A progress bar that only appears once the rebalance has taken over a second (and only
 /// on a terminal: indicatif hides it otherwise).
 struct LazyBar {
@@ -609,6 +682,17 @@ fn rebalance(path: &Path, seed: Option<&str>) -> Result<String, CliError> {
             builder.min_part_hours()
         );
     }
+    if let Some(rule) = builder.placement() {
+        let bad = builder.placement_violations().len();
+        if bad > 0 {
+            let _ = writeln!(
+                out,
+                "NOTE: {bad} partitions still violate placement rule {rule} (at most one \
+                 replica of a partition moves per min_part_hours): push this ring, wait, then \
+                 rebalance again."
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "Seed {}; wrote {} and {} (version {})",
@@ -675,6 +759,7 @@ fn list(path: &Path, as_json: bool) -> Result<String, CliError> {
             "replicas": builder.replicas(),
             "min_part_hours": builder.min_part_hours(),
             "overload": builder.overload(),
+            "placement": builder.placement().map(|r| r.to_string()),
             "balance": builder.balance(),
             "dispersion": builder.dispersion(),
             "ring_file": status,
@@ -712,6 +797,11 @@ fn list(path: &Path, as_json: bool) -> Result<String, CliError> {
         "The overload factor is {:.2}% ({:.6})",
         builder.overload() * 100.0,
         builder.overload()
+    );
+    let _ = writeln!(
+        out,
+        "The placement rule is {}",
+        placement_text(builder.placement())
     );
     let _ = writeln!(out, "Ring file {} is {status}", ring_path.display());
     let _ = writeln!(
@@ -795,6 +885,14 @@ fn dispersion(path: &Path, verbose: bool, as_json: bool) -> Result<String, CliEr
         "{} partitions have replicas less spread than the topology allows",
         report.parts.len()
     );
+    if let Some(rule) = builder.placement() {
+        // The figures above ignore the rule, which may ask for less spread on purpose.
+        let _ = writeln!(
+            out,
+            "Placement rule {rule}: {} partitions violate it",
+            builder.placement_violations().len()
+        );
+    }
     if verbose {
         for part in &report.parts {
             let over: Vec<String> = part

@@ -304,3 +304,74 @@ fn cli_scale_pp18_1200_devices() {
     d.ok(&["validate"]);
     assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
 }
+
+#[test]
+fn set_placement_list_rebalance_and_validate() {
+    let d = Dir::new();
+    d.cluster(); // 1 region, 2 zones × 2 servers × 2 devices, 3 replicas
+    assert!(d.ok(&["list"]).contains("placement rule is none"));
+
+    // 002 needs a zone with 3 servers: set (with a warning), refused by rebalance (exit 2,
+    // files untouched), and validate lists the violating partitions (exit 2).
+    let out = d.ok(&["set-placement", "002"]);
+    assert!(out.contains("now 002") && out.contains("WARNING"), "{out}");
+    let (b0, r0) = (bytes(&d.builder), bytes(&d.ring()));
+    assert_input_error(&d.err(&["rebalance"]), "servers");
+    assert_eq!((bytes(&d.builder), bytes(&d.ring())), (b0, r0));
+    assert_input_error(&d.err(&["validate"]), "violate placement rule 002: ");
+
+    // 200 needs 3 regions.
+    d.ok(&["set-placement", "200"]);
+    assert_input_error(&d.err(&["rebalance"]), "regions");
+
+    // 011 fits: rebalance enforces it, validate passes, list shows it.
+    let out = d.ok(&["set-placement", "011"]);
+    assert!(!out.contains("WARNING"), "{out}");
+    d.ok(&["pretend-min-part-hours-passed"]);
+    d.ok(&["rebalance", "--seed", "2"]);
+    assert_eq!(d.ok(&["validate"]), "Ring is valid.\n");
+    assert!(d
+        .ok(&["list"])
+        .contains("placement rule is 011 (3 replicas"));
+    let json: serde_json::Value = serde_json::from_str(&d.ok(&["list", "--json"])).expect("json");
+    assert_eq!(json["placement"], "011");
+    let b = RingBuilder::load(&d.builder).expect("builder");
+    assert!(b.placement_violations().is_empty());
+
+    // A second region, then 110: converges within a few rebalances.
+    let mut args = vec!["add".to_string()];
+    for z in 1..=2 {
+        args.push(format!("r2z{z}-10.2.{z}.1:6200/sdb"));
+        args.push("200".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    d.ok(&args);
+    d.ok(&["set-placement", "110"]);
+    for seed in 3..8 {
+        d.ok(&["pretend-min-part-hours-passed"]);
+        let _ = run_with([d.b(), "rebalance".into(), "--seed".into(), seed.to_string()]);
+    }
+    assert_eq!(d.ok(&["validate"]), "Ring is valid.\n");
+
+    // Back to no rule; bad syntax is an input error.
+    assert!(d.ok(&["set-placement", "none"]).contains("now none"));
+    assert_input_error(&d.err(&["set-placement", "12"]), "three digits");
+    assert_input_error(&d.err(&["set-placement", "1x0"]), "three digits");
+}
+
+#[test]
+fn create_with_placement() {
+    let d = Dir::new();
+    let out = d.ok(&["create", "6", "3", "1", "--placement", "110"]);
+    assert!(out.contains("placement 110"), "{out}");
+    assert_eq!(
+        RingBuilder::load(&d.builder).expect("builder").placement(),
+        Some("110".parse().expect("rule"))
+    );
+    let d2 = Dir::new();
+    assert_input_error(
+        &d2.err(&["create", "6", "2", "1", "--placement", "110"]),
+        "needs exactly 3 replicas",
+    );
+    assert!(!d2.builder.exists());
+}

@@ -33,6 +33,21 @@
 //! 8. Count changed slots, reset `last_part_moves` of changed partitions, drop the devices
 //!    that were marked for removal, bump `version`, record the seed and dispersion.
 //!
+//! # With a placement rule (`super::placement`)
+//!
+//! Step 1 also refuses a replica count or topology that cannot satisfy the rule. After
+//! step 4 each partition with surviving replicas gets its anchor (the capable region, then
+//! zone, holding most of them); partitions without any get one when placed (at random in
+//! proportion to `parts_available`). From then on `Engine::limits` gives the rule's
+//! `{min, max}` instead of the plan's for regions, zones and servers (anchor region
+//! exactly `1 + y + z` when that exceeds 1, anchor zone exactly `1 + z` when that exceeds
+//! 1, any other domain at most 1), so steps 5-7 use the same walk: step 5 also lifts a
+//! replica sitting outside a short anchor domain. The last-resort `any_home` is disabled
+//! (it would ignore the rule). Diffusing rounds may also move replicas between devices
+//! that are not overweight (`Engine::equalize_margin`), since the plan's shares ignore
+//! the rule. The rule can only be repaired by one replica per partition per rebalance,
+//! like any other change.
+//!
 //! # Why one replica per partition per `min_part_hours`
 //!
 //! A partition "may move" when its `last_part_moves` ≥ `min_part_hours` and none of its
@@ -54,7 +69,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::plan::Tree;
+use super::placement::PlacementRule;
+use super::plan::{Tree, DEVICE_LEVEL};
 use super::{row_lengths, unix_now, BuilderError, RingBuilder, SeedRecord, NONE_DEV};
 use crate::types::Device;
 
@@ -62,6 +78,8 @@ use crate::types::Device;
 pub const MAX_ROUNDS: usize = 64;
 /// Progress is reported every this many partitions.
 const PROGRESS_EVERY: usize = 4096;
+/// No anchor node chosen yet.
+const NO_NODE: u32 = u32::MAX;
 
 /// Knobs of one rebalance.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +110,8 @@ pub struct RebalanceReport {
 #[derive(Debug, Default)]
 struct Counts {
     entries: Vec<(u32, u16)>,
+    /// The partition counted (selects its placement anchor).
+    part: usize,
 }
 
 impl Counts {
@@ -142,6 +162,12 @@ struct Engine<'a> {
     min_part_hours: u8,
     rng: ChaCha8Rng,
     progress: &'a mut dyn FnMut(&str, u64, u64),
+    /// The placement rule, which replaces the plan's limits above the devices.
+    rule: Option<PlacementRule>,
+    /// Per partition with a rule: its anchor (first region node, first zone node).
+    anchor: Vec<(u32, u32)>,
+    /// Per node with a rule: a region or zone that may be an anchor.
+    capable: Vec<bool>,
 }
 
 impl RingBuilder {
@@ -163,6 +189,9 @@ impl RingBuilder {
                 weighted,
                 replicas: self.replicas,
             });
+        }
+        if let Some(problem) = self.placement_problem() {
+            return Err(BuilderError::Placement(problem));
         }
         let seed = opts.seed.unwrap_or_else(rand::random);
         let now = opts.now.unwrap_or_else(unix_now);
@@ -196,6 +225,16 @@ impl RingBuilder {
             .collect();
         let held = count_held(&self.replica2part2dev, self.devs.len());
         let min_part_hours = self.min_part_hours;
+        let rule = self.placement;
+        let capable = match rule {
+            Some(rule) => capable_nodes(&tree, rule),
+            None => Vec::new(),
+        };
+        let anchor = if rule.is_some() {
+            vec![(NO_NODE, NO_NODE); parts]
+        } else {
+            Vec::new()
+        };
         let mut engine = Engine {
             min: tree.nodes.iter().map(|n| n.min).collect(),
             max: tree.nodes.iter().map(|n| n.max).collect(),
@@ -215,6 +254,9 @@ impl RingBuilder {
             min_part_hours,
             rng,
             progress,
+            rule,
+            anchor,
+            capable,
         };
         engine.init_wants(&held);
         engine.run()?;
@@ -303,6 +345,31 @@ impl RingBuilder {
         }
         removed
     }
+}
+
+/// Regions and zones that may anchor a partition under `rule` (placement module docs,
+/// "Feasibility"; devices with weight 0 do not count, as in `n_devs`).
+fn capable_nodes(tree: &Tree, rule: PlacementRule) -> Vec<bool> {
+    let nodes = &tree.nodes;
+    let weighted_kids = |n: u32| -> Vec<u32> {
+        nodes[n as usize]
+            .children
+            .iter()
+            .copied()
+            .filter(|&c| nodes[c as usize].n_devs > 0)
+            .collect()
+    };
+    let zone_ok = |z: u32| rule.zone_capable(weighted_kids(z).len());
+    (0..nodes.len() as u32)
+        .map(|n| match nodes[n as usize].level {
+            1 => {
+                let zones = weighted_kids(n);
+                zones.len() > usize::from(rule.zones) && zones.iter().any(|&z| zone_ok(z))
+            }
+            2 => zone_ok(n),
+            _ => false,
+        })
+        .collect()
 }
 
 /// Part-replicas held by each device id.
@@ -402,15 +469,45 @@ impl Engine<'_> {
     }
 
     /// A device holds more than its share by a noticeable margin (0.5 %, at least 2).
+    /// With a placement rule, also a device wanting that many more: the rule can leave
+    /// no overweight device able to feed it (see [`Self::equalize_margin`]).
     fn clearly_unbalanced(&self) -> bool {
-        self.pw
-            .iter()
-            .zip(&self.share)
-            .any(|(&pw, &share)| -pw > (share / 200).max(1))
+        let under = self.rule.is_some();
+        self.pw.iter().zip(&self.share).any(|(&pw, &share)| {
+            let margin = (share / 200).max(1);
+            -pw > margin || (under && pw > margin)
+        })
+    }
+
+    /// With a placement rule, a diffusing round may also move a replica off a device that
+    /// is *not* overweight to one wanting at least this many more parts than it does. Why:
+    /// the plan's shares ignore the rule, which may pin part-replicas to a domain (with
+    /// `200` over three regions, each region holds exactly one replica of every partition
+    /// whatever its weight); the devices of such a domain then all want parts that no
+    /// overweight device may hand them, and only moves among themselves even out their
+    /// shortfall. Each such move still lowers Σ parts_wanted² (the rounds terminate).
+    /// `None` without a rule. Original slots need a 1 % (of the device's share) gap.
+    fn equalize_margin(&self, r: usize, p: usize, dev: u16) -> Option<i64> {
+        self.rule?;
+        let share = self.share.get(usize::from(dev)).copied().unwrap_or(0);
+        Some(if self.is_fresh(r, p) {
+            2
+        } else {
+            2 + share / 100
+        })
     }
 
     fn run(&mut self) -> Result<(), BuilderError> {
         let mut todo = self.gather_forced();
+        if self.rule.is_some() {
+            let mut counts = Counts::default();
+            for p in 0..self.parts() {
+                self.counts_for(p, &mut counts);
+                if !counts.entries.is_empty() {
+                    self.ensure_anchor(&counts);
+                }
+            }
+        }
         self.gather_dispersion(&mut todo);
         self.place_all(todo)?;
         // Direct rounds until they stop helping; then, if still clearly unbalanced, a
@@ -453,6 +550,7 @@ impl Engine<'_> {
 
     fn counts_for(&self, p: usize, counts: &mut Counts) {
         counts.entries.clear();
+        counts.part = p;
         for row in self.rows.iter() {
             if let Some(&d) = row.get(p) {
                 if let Some(path) = self.path(d) {
@@ -474,6 +572,102 @@ impl Engine<'_> {
             self.moved[p] = true;
         }
         self.adjust(dev, -1);
+    }
+
+    /// `(min, max)` replicas of the counted partition node `n` may hold: the plan's, or
+    /// with a placement rule the rule's (anchor region exactly `1 + y + z`, anchor zone
+    /// exactly `1 + z`, any other region, zone, server or device at most 1).
+    fn limits(&self, counts: &Counts, n: u32) -> (u16, u16) {
+        let i = n as usize;
+        let Some(rule) = self.rule else {
+            return (self.min[i], self.max[i]);
+        };
+        let node = &self.tree.nodes[i];
+        if node.level == 0 {
+            return (self.min[i], self.max[i]);
+        }
+        if node.n_devs == 0 {
+            return (0, 0);
+        }
+        let (region, zone) = self.anchor[counts.part];
+        let exact = |k: u16| (k, k);
+        // An anchor only binds when its domain must hold more than one replica: with
+        // `y + z = 0` every region holds at most one, with `z = 0` every zone does, and
+        // any of them may then be the "first".
+        let (y, z) = (u16::from(rule.zones), u16::from(rule.servers));
+        match node.level {
+            1 if n == region && y + z > 0 => exact(1 + y + z),
+            2 if n == zone && z > 0 => exact(1 + z),
+            l if l <= DEVICE_LEVEL => (0, 1),
+            _ => (0, 0),
+        }
+    }
+
+    /// With a rule, a replica at `path` must make room for the anchor: the anchor region
+    /// is short and the replica is outside it, or the anchor zone is short and the replica
+    /// is in the anchor region but outside that zone.
+    fn short_elsewhere(&self, counts: &Counts, path: &[u32; 4]) -> bool {
+        if self.rule.is_none() {
+            return false;
+        }
+        let (region, zone) = self.anchor[counts.part];
+        let short = |n: u32| n != NO_NODE && counts.get(n) < self.limits(counts, n).0;
+        (path[0] != region && short(region))
+            || (path[0] == region && path[1] != zone && short(zone))
+    }
+
+    /// With a rule, give the counted partition an anchor if it has none: the capable
+    /// region holding most of its replicas, then in it the capable zone holding most; ties
+    /// and empty domains at random in proportion to `parts_available`.
+    fn ensure_anchor(&mut self, counts: &Counts) {
+        if self.rule.is_none() || self.anchor[counts.part].0 != NO_NODE {
+            return;
+        }
+        let region = self.choose_capable(counts, 0);
+        let zone = region.map_or(NO_NODE, |r| {
+            self.choose_capable(counts, r).unwrap_or(NO_NODE)
+        });
+        self.anchor[counts.part] = (region.unwrap_or(NO_NODE), zone);
+    }
+
+    /// Among the capable children of `n`: most replicas of the counted partition, or when
+    /// none holds any, random in proportion to `parts_available`.
+    fn choose_capable(&mut self, counts: &Counts, n: u32) -> Option<u32> {
+        let kids: Vec<u32> = self.tree.nodes[n as usize]
+            .children
+            .iter()
+            .copied()
+            .filter(|&c| self.capable[c as usize])
+            .collect();
+        let most = kids.iter().map(|&c| counts.get(c)).max()?;
+        let best = |e: &Self, pool: &[u32]| {
+            pool.iter()
+                .copied()
+                .max_by_key(|&c| (e.available[c as usize], e.rank[c as usize]))
+        };
+        if most > 0 {
+            let pool: Vec<u32> = kids
+                .into_iter()
+                .filter(|&c| counts.get(c) == most)
+                .collect();
+            return best(self, &pool);
+        }
+        let total: i64 = kids
+            .iter()
+            .map(|&c| self.available[c as usize].max(0))
+            .sum();
+        if total <= 0 {
+            return best(self, &kids);
+        }
+        let mut ticket = self.rng.gen_range(0..total);
+        for &c in &kids {
+            let a = self.available[c as usize].max(0);
+            if ticket < a {
+                return Some(c);
+            }
+            ticket -= a;
+        }
+        best(self, &kids)
     }
 
     /// Step 4: empty slots, removed devices, duplicate devices. Returns (part, row) pairs.
@@ -515,7 +709,10 @@ impl Engine<'_> {
                     continue;
                 };
                 let Some(path) = self.path(d) else { continue };
-                let over = path.iter().any(|&n| counts.get(n) > self.max[n as usize]);
+                let over = path
+                    .iter()
+                    .any(|&n| counts.get(n) > self.limits(&counts, n).1)
+                    || self.short_elsewhere(&counts, &path);
                 let pw = self.pw[usize::from(d)];
                 if over && worst.is_none_or(|(w, _)| pw < w) {
                     worst = Some((pw, r));
@@ -549,6 +746,7 @@ impl Engine<'_> {
             }
             let p = todo[a].0 as usize;
             self.counts_for(p, &mut counts);
+            self.ensure_anchor(&counts);
             for &(_, r) in &todo[a..b] {
                 let dev = self
                     .find_home(&counts, 0, 1)
@@ -573,7 +771,7 @@ impl Engine<'_> {
     fn key(&self, counts: &Counts, c: u32) -> (bool, i64, i64, u32) {
         let i = c as usize;
         (
-            counts.get(c) < self.min[i],
+            counts.get(c) < self.limits(counts, c).0,
             self.available[i],
             self.best_pw[i],
             self.rank[i],
@@ -612,7 +810,7 @@ impl Engine<'_> {
         self.tree.nodes[n as usize]
             .children
             .iter()
-            .any(|&c| counts.get(c) < self.min[c as usize])
+            .any(|&c| counts.get(c) < self.limits(counts, c).0)
     }
 
     /// A child may take the replica: below its plan `max` for this partition, holding a
@@ -623,7 +821,8 @@ impl Engine<'_> {
     fn candidate(&self, counts: &Counts, c: u32, min_pw: i64, below_min: bool) -> bool {
         let i = c as usize;
         let count = counts.get(c);
-        count < self.max[i] && self.best_pw[i] >= min_pw && (!below_min || count < self.min[i])
+        let (min, max) = self.limits(counts, c);
+        count < max && self.best_pw[i] >= min_pw && (!below_min || count < min)
     }
 
     /// The child of `n` to try first. When looking for room (`min_pw` ≥ 1) the choice is
@@ -665,6 +864,9 @@ impl Engine<'_> {
     /// Last resort (the plan is inconsistent through rounding): any placeable device not
     /// yet holding the partition, the one wanting most parts.
     fn any_home(&self, p: usize) -> Option<u16> {
+        if self.rule.is_some() {
+            return None; // it would ignore the rule
+        }
         let used: Vec<u16> = self
             .rows
             .iter()
@@ -696,7 +898,7 @@ impl Engine<'_> {
                 (self.progress)("balancing", off as u64, parts as u64);
             }
             let p = (start + off) % parts;
-            self.overweight_movable(p, &mut candidates);
+            self.overweight_movable(p, diffuse, &mut candidates);
             // Most overweight first; the first replica that finds a home moves.
             for &(_, r) in &candidates {
                 if self.try_move(p, r, diffuse, &mut counts) {
@@ -721,11 +923,17 @@ impl Engine<'_> {
         // device more than 1 % over its share, so that diffusion's extra moves are spent
         // where balance really is off.
         let may_diffuse = diffuse && (fresh || self.far_over(old, old_pw));
-        let home = self.find_home(counts, 0, 1).or_else(|| {
-            may_diffuse
-                .then(|| self.find_home(counts, 0, old_pw + 2))
-                .flatten()
-        });
+        let home = if old_pw >= 0 {
+            // Only offered by `overweight_movable` when equalizing under a rule.
+            let gap = self.equalize_margin(r, p, old).unwrap_or(i64::MAX / 4);
+            self.find_home(counts, 0, old_pw + gap)
+        } else {
+            self.find_home(counts, 0, 1).or_else(|| {
+                may_diffuse
+                    .then(|| self.find_home(counts, 0, old_pw + 2))
+                    .flatten()
+            })
+        };
         match home {
             Some(dev) if dev != old => {
                 self.put(r, p, dev);
@@ -739,15 +947,27 @@ impl Engine<'_> {
     }
 
     /// Rows of partition `p` on overweight devices that may move, most overweight first.
-    fn overweight_movable(&self, p: usize, out: &mut Vec<(i64, usize)>) {
+    /// With `diffuse` under a placement rule, also rows on other devices that some device
+    /// wants clearly more parts than ([`Self::equalize_margin`]), after the overweight ones.
+    fn overweight_movable(&self, p: usize, diffuse: bool, out: &mut Vec<(i64, usize)>) {
         out.clear();
         let may_move = self.may_move(p);
+        let most_wanted = self.best_pw[0];
         for r in 0..self.rows.len() {
             let Some(&d) = self.rows[r].get(p) else {
                 continue;
             };
+            if !(may_move || self.is_fresh(r, p)) {
+                continue;
+            }
             let pw = self.pw.get(usize::from(d)).copied().unwrap_or(0);
-            if pw < 0 && (may_move || self.is_fresh(r, p)) {
+            let equalize = || {
+                diffuse
+                    && self
+                        .equalize_margin(r, p, d)
+                        .is_some_and(|gap| most_wanted >= pw.saturating_add(gap))
+            };
+            if pw < 0 || equalize() {
                 out.push((pw, r));
             }
         }

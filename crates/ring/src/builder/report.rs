@@ -192,6 +192,26 @@ impl RingBuilder {
                 }
             }
         }
+        let violations = self.placement_violations();
+        if let (Some(rule), false) = (self.placement(), violations.is_empty()) {
+            const SHOWN: usize = 20;
+            let listed: Vec<String> = violations
+                .iter()
+                .take(SHOWN)
+                .map(|(p, why)| format!("{p} ({why})"))
+                .collect();
+            let more = violations.len().saturating_sub(SHOWN);
+            return invalid(format!(
+                "{} partition(s) violate placement rule {rule}: {}{}",
+                violations.len(),
+                listed.join(", "),
+                if more > 0 {
+                    format!(", and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
         Ok(())
     }
 }

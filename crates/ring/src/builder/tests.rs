@@ -295,3 +295,64 @@ fn removing_a_whole_zone_keeps_everything_placed() {
     b.validate().unwrap();
     assert!(b.balance() < 2.0, "balance {}", b.balance());
 }
+
+/// A builder body from before placement rules (no trailing `placement` field) still loads,
+/// with no rule; a body with a rule round-trips.
+#[test]
+fn legacy_builder_body_without_placement_loads() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.builder");
+    let mut b = small_cluster(5, 3.0);
+    b.rebalance(&opts(1)).unwrap();
+    let mut body = postcard::to_stdvec(&b).unwrap();
+    // `placement: None` is the single trailing tag byte 0; an old body ends before it.
+    assert_eq!(body.pop(), Some(0));
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(BUILDER_MAGIC);
+    bytes.extend_from_slice(&file::FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&0u16.to_le_bytes());
+    bytes.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(Sha256::digest(&body).as_slice());
+    bytes.extend_from_slice(&body);
+    std::fs::write(&path, &bytes).unwrap();
+    let back = RingBuilder::load(&path).unwrap();
+    assert_eq!(back, b);
+    assert_eq!(back.placement(), None);
+
+    b.set_placement(Some("110".parse().unwrap()));
+    b.save(&path).unwrap();
+    assert_eq!(RingBuilder::load(&path).unwrap(), b);
+    // A truncated-but-checksummed body that fits neither layout is still refused.
+    let mut short = postcard::to_stdvec(&b).unwrap();
+    short.truncate(short.len() - 8);
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(BUILDER_MAGIC);
+    bytes.extend_from_slice(&file::FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&0u16.to_le_bytes());
+    bytes.extend_from_slice(&(short.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(Sha256::digest(&short).as_slice());
+    bytes.extend_from_slice(&short);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(RingBuilder::load(&path).is_err());
+}
+
+#[test]
+fn placement_rule_is_enforced_and_validated() {
+    let mut b = small_cluster(6, 3.0);
+    b.set_placement(Some("110".parse().unwrap()));
+    b.rebalance(&opts(4)).unwrap();
+    assert!(b.placement_violations().is_empty());
+    b.validate().unwrap();
+    // 200 needs 3 regions: refused before any change.
+    b.set_placement(Some("200".parse().unwrap()));
+    let before = b.clone();
+    let err = b.rebalance(&opts(5)).unwrap_err();
+    assert!(matches!(err, BuilderError::Placement(_)), "{err}");
+    assert_eq!(b, before);
+    // The 110 ring breaks 200 in every partition (two replicas share a region).
+    let bad = b.placement_violations();
+    assert_eq!(bad.len(), b.parts());
+    let msg = b.validate().unwrap_err().to_string();
+    assert!(msg.contains("violate placement rule 200"), "{msg}");
+}
