@@ -13,6 +13,9 @@
 //! mb_per_sync = 512
 //! fallocate_reserve = "1%"
 //! container_update_timeout = 1.0
+//! device_concurrency = 16       # blocking disk operations at once per device (0: no limit)
+//! device_wait_timeout = 10.0    # seconds to wait for one of them, then 503
+//! device_error_backoff = 60.0   # seconds a device answers 507 after an EIO-class error
 //!
 //! [object-replicator]
 //! interval = 30
@@ -39,6 +42,7 @@ use cairn_common::server_config::{
 use serde::Deserialize;
 
 use crate::diskfile::{cleanup_tmp_dirs, DiskConfig};
+use crate::server::device_pool::DevicePoolConfig;
 use crate::server::{ObjectServer, ObjectServerSettings, DEFAULT_ALLOWED_HEADERS};
 
 /// The `[object-server]` table.
@@ -59,6 +63,12 @@ pub struct ObjectSection {
     pub allowed_headers: Vec<String>,
     /// Bytes per read of a GET.
     pub disk_chunk_size: usize,
+    /// Blocking disk operations running at once per device (0: unlimited).
+    pub device_concurrency: usize,
+    /// Seconds a request waits for a device slot before answering 503.
+    pub device_wait_timeout: f64,
+    /// Seconds a device answers 507 after an EIO-class error.
+    pub device_error_backoff: f64,
 }
 
 impl Default for ObjectSection {
@@ -74,6 +84,9 @@ impl Default for ObjectSection {
                 .map(|s| s.to_string())
                 .collect(),
             disk_chunk_size: 65_536,
+            device_concurrency: 16,
+            device_wait_timeout: 10.0,
+            device_error_backoff: 60.0,
         }
     }
 }
@@ -242,6 +255,8 @@ impl RoleConfig for ObjectServerFile {
         for (key, v) in [
             ("container_update_timeout", o.container_update_timeout),
             ("lock_timeout", o.lock_timeout),
+            ("device_wait_timeout", o.device_wait_timeout),
+            ("device_error_backoff", o.device_error_backoff),
         ] {
             if !(v.is_finite() && v > 0.0 && v < 1e6) {
                 return Err(format!(
@@ -279,6 +294,11 @@ impl ObjectServerFile {
             replication_server: self.server.replication_server,
             policies,
             disk_chunk_size: o.disk_chunk_size,
+            device_pool: DevicePoolConfig {
+                concurrency: o.device_concurrency,
+                wait_timeout: Duration::from_secs_f64(o.device_wait_timeout),
+                error_backoff: Duration::from_secs_f64(o.device_error_backoff),
+            },
             ..ObjectServerSettings::default()
         })
     }
@@ -363,6 +383,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.settings(vec![]).unwrap().disk.reclaim_age, 10);
+        assert_eq!(s.device_pool, DevicePoolConfig::default());
+        let f: ObjectServerFile = parse_role_config(
+            "[object-server]\ndevice_concurrency = 4\ndevice_wait_timeout = 2.5\n\
+             device_error_backoff = 30\n",
+            "t",
+            Path::new("/"),
+        )
+        .unwrap();
+        let pool = f.settings(vec![]).unwrap().device_pool;
+        assert_eq!(pool.concurrency, 4);
+        assert_eq!(pool.wait_timeout, Duration::from_millis(2500));
+        assert_eq!(pool.error_backoff, Duration::from_secs(30));
+        assert!(parse_role_config::<ObjectServerFile>(
+            "[object-server]\ndevice_wait_timeout = 0\n",
+            "t",
+            Path::new("/")
+        )
+        .is_err());
         assert!(parse_role_config::<ObjectServerFile>(
             "[object-server]\nbogus = 1\n",
             "t",

@@ -3,13 +3,20 @@
 //!
 //! [`ObjectServer`] implements [`cairn_common::http::Handler`]; run it with
 //! [`cairn_common::http::serve`]. Disk work runs on tokio's blocking pool; bodies stream in
-//! both directions (a PUT's chunks go to a blocking writer task through a bounded channel,
+//! both directions (a PUT's chunks go to a writer task through a bounded channel,
 //! a GET's chunks come back through [`cairn_common::http::channel`]). Errors are mapped to
 //! statuses in one place ([`disk_error`]).
 //!
 //! After a write the server sends the container update (and expirer-queue updates) to the
 //! hosts named by the proxy, waits at most `container_update_timeout`, and saves every
 //! failed update as an async pending for the object-updater.
+//!
+//! Blocking disk work runs through a per-device pool ([`device_pool`]): at most
+//! `device_concurrency` operations per device at once (503 after `device_wait_timeout`
+//! without a slot), so that one stuck disk cannot exhaust the blocking pool for the
+//! others; bodies are read and written in batches of chunks, one pool operation each (no
+//! blocking thread waits for the network). A device that returns EIO-class errors is marked
+//! failed and answers 507 for `device_error_backoff` (logged once).
 //!
 //! SSYNC (the receiving side of replication) lives in `server/ssync.rs`. Not implemented:
 //! `X-Backend-Replication-Headers` on client-facing PUTs (SSYNC writes store every header).
@@ -30,13 +37,19 @@ use http_body_util::BodyExt;
 
 use crate::async_pending::{self, AsyncOp, AsyncPending};
 use crate::diskfile::{
-    DiskConfig, DiskFile, DiskFileManager, DiskFileState, ObjectInfo, OpenObject,
+    DiskConfig, DiskFile, DiskFileManager, DiskFileState, DiskFileWriter, ObjectInfo, OpenObject,
 };
 use crate::error::DiskError;
 use crate::layout::PolicyPaths;
 use crate::metadata::Metadata;
 
+pub mod device_pool;
 mod ssync;
+
+use device_pool::{Device, DeviceError, DevicePoolConfig, DevicePools};
+
+/// A GET reads (and a PUT writes) up to this many bytes per device-pool operation.
+const IO_BATCH_BYTES: usize = 1 << 20;
 
 /// Swift's default `allowed_headers` of the object server.
 pub const DEFAULT_ALLOWED_HEADERS: [&str; 9] = [
@@ -83,6 +96,8 @@ pub struct ObjectServerSettings {
     pub replication_failure_threshold: usize,
     /// … when failures / successes is above this ratio.
     pub replication_failure_ratio: f64,
+    /// Per-device bounds on blocking disk work and the failed-device backoff.
+    pub device_pool: DevicePoolConfig,
 }
 
 impl Default for ObjectServerSettings {
@@ -104,6 +119,7 @@ impl Default for ObjectServerSettings {
             replication_lock_timeout: Duration::from_secs(15),
             replication_failure_threshold: 100,
             replication_failure_ratio: 1.0,
+            device_pool: DevicePoolConfig::default(),
         }
     }
 }
@@ -113,6 +129,7 @@ struct Inner {
     settings: ObjectServerSettings,
     client: BackendClient,
     ssync: ssync::Limits,
+    devices: DevicePools,
 }
 
 /// The object server request handler. Cheap to clone.
@@ -158,6 +175,23 @@ pub fn disk_error(e: DiskError) -> HttpError {
         }
     };
     HttpError::new(status, message)
+}
+
+/// Map a device-pool error (busy → 503, failed → 507, then [`disk_error`]).
+pub fn device_error(e: DeviceError) -> HttpError {
+    match e {
+        DeviceError::Busy { .. } => HttpError::new(StatusCode::SERVICE_UNAVAILABLE, ""),
+        DeviceError::Failed { .. } => HttpError::new(StatusCode::INSUFFICIENT_STORAGE, ""),
+        // The pool has marked the device failed (and logged it once).
+        DeviceError::Disk(e) if device_pool::is_device_failure(&e) => {
+            HttpError::new(StatusCode::INSUFFICIENT_STORAGE, "")
+        }
+        DeviceError::Disk(e) => disk_error(e),
+        DeviceError::Panicked(m) => HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("task failed: {m}"),
+        ),
+    }
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, HttpError>
@@ -290,18 +324,38 @@ impl ObjectServer {
         let mgr = DiskFileManager::new(settings.disk.clone(), secret);
         let client = BackendClient::new(settings.update_timeouts);
         let ssync = ssync::Limits::new(&settings);
+        let devices = DevicePools::new(settings.device_pool);
         ObjectServer {
             inner: Arc::new(Inner {
                 mgr,
                 settings,
                 client,
                 ssync,
+                devices,
             }),
         }
     }
 
     pub fn manager(&self) -> &DiskFileManager {
         &self.inner.mgr
+    }
+
+    /// The per-device pools (permits, failed state).
+    pub fn devices(&self) -> &DevicePools {
+        &self.inner.devices
+    }
+
+    fn device(&self, name: &str) -> Arc<Device> {
+        self.inner.devices.device(name)
+    }
+
+    /// Run disk work for `device` through its pool.
+    async fn on_device<T, F>(&self, device: &str, f: F) -> Result<T, HttpError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, DiskError> + Send + 'static,
+    {
+        self.device(device).run(f).await.map_err(device_error)
     }
 
     fn settings(&self) -> &ObjectServerSettings {
@@ -357,7 +411,9 @@ impl ObjectServer {
         })
     }
 
-    async fn diskfile(&self, p: &ObjPath) -> Result<DiskFile, HttpError> {
+    /// Resolve the device (507 when unavailable) and open the object, in one device-pool
+    /// operation; quarantine counts as missing (the object now reads as 404).
+    async fn open_path(&self, p: &ObjPath) -> Result<(DiskFile, DiskFileState), HttpError> {
         let mgr = self.inner.mgr.clone();
         let (d, pol, part, a, c, o) = (
             p.device.clone(),
@@ -367,21 +423,27 @@ impl ObjectServer {
             p.container.clone(),
             p.obj.clone(),
         );
-        blocking(move || mgr.diskfile(&d, pol, part, &a, &c, &o)).await
+        self.on_device(&p.device, move || {
+            let df = mgr.diskfile(&d, pol, part, &a, &c, &o)?;
+            let state = match df.open() {
+                Ok(state) => state,
+                Err(DiskError::Quarantined { .. }) => DiskFileState::Missing,
+                Err(e) => return Err(e),
+            };
+            Ok((df, state))
+        })
+        .await
     }
 
     /// Open the object; quarantine counts as missing (the object now reads as 404).
     async fn open(&self, df: &DiskFile) -> Result<DiskFileState, HttpError> {
         let df = df.clone();
-        match tokio::task::spawn_blocking(move || df.open()).await {
-            Ok(Ok(state)) => Ok(state),
-            Ok(Err(DiskError::Quarantined { .. })) => Ok(DiskFileState::Missing),
-            Ok(Err(e)) => Err(disk_error(e)),
-            Err(e) => Err(HttpError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("task failed: {e}"),
-            )),
-        }
+        let device = device_name(&df);
+        self.on_device(&device, move || match df.open() {
+            Err(DiskError::Quarantined { .. }) => Ok(DiskFileState::Missing),
+            other => other,
+        })
+        .await
     }
 
     fn is_stored_header(&self, lower: &str) -> bool {
@@ -464,10 +526,8 @@ impl ObjectServer {
         let new_delete_at = self.delete_at(&headers)?;
         self.check_request_metadata(&headers)?;
         let container_targets = targets(&headers, "x-container")?;
-        let df = self.diskfile(&p).await?;
-
         // Current state: 409 if we already have this or a newer write.
-        let state = self.open(&df).await?;
+        let (df, state) = self.open_path(&p).await?;
         let (orig_ts, orig_delete_at, exists) = match &state {
             DiskFileState::Missing => (None, None, false),
             DiskFileState::Deleted { ts } => (Some(*ts), None, false),
@@ -495,18 +555,44 @@ impl ObjectServer {
         }
         drop(state);
 
-        // Stream the body into a blocking writer.
+        // Stream the body to the writer: a task that writes what has arrived in batches,
+        // one device-pool operation per batch (no blocking thread waits for the client).
+        let device = self.device(&p.device);
         let writer = {
             let df = df.clone();
-            blocking(move || df.create(content_length)).await?
+            let w = device
+                .run(move || df.create(content_length))
+                .await
+                .map_err(device_error)?;
+            WriterGuard::new(w, device.clone())
         };
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let write_task = tokio::task::spawn_blocking(move || {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let write_task = tokio::spawn(async move {
             let mut writer = writer;
-            while let Some(chunk) = rx.blocking_recv() {
-                writer.write(&chunk)?;
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                let mut bytes = batch[0].len();
+                while bytes < IO_BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(c) => {
+                            bytes += c.len();
+                            batch.push(c);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let w = device
+                    .run(move || {
+                        let mut w = writer.into_inner();
+                        for c in &batch {
+                            w.write(c)?;
+                        }
+                        Ok(w)
+                    })
+                    .await?;
+                writer = WriterGuard::new(w, device.clone());
             }
-            Ok::<_, DiskError>(writer)
+            Ok::<_, DeviceError>(writer)
         });
         let mut body = req.into_body();
         let mut received: u64 = 0;
@@ -538,7 +624,7 @@ impl ObjectServer {
         drop(tx);
         let writer = match write_task.await {
             Ok(Ok(w)) => w,
-            Ok(Err(e)) => return Err(disk_error(e)),
+            Ok(Err(e)) => return Err(device_error(e)),
             Err(e) => {
                 return Err(HttpError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -557,13 +643,13 @@ impl ObjectServer {
                 )
             });
         }
-        if content_length.is_some_and(|l| l != writer.bytes_written()) {
+        if content_length.is_some_and(|l| l != writer.get().bytes_written()) {
             return Err(HttpError::new(
                 StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
                 "Client Disconnect",
             ));
         }
-        let etag = writer.etag();
+        let etag = writer.get().etag();
         if let Some(client_etag) = header_str(&headers, "etag") {
             if !client_etag
                 .trim()
@@ -581,8 +667,9 @@ impl ObjectServer {
         if let Some(at) = new_delete_at {
             md.set("X-Delete-At", format!("{at:010}"));
         }
-        let size = writer.bytes_written();
-        blocking(move || writer.commit(ts, md)).await?;
+        let size = writer.get().bytes_written();
+        self.on_device(&p.device, move || writer.into_inner().commit(ts, md))
+            .await?;
 
         // Expirer queue and container updates.
         let mut updates = Vec::new();
@@ -632,8 +719,7 @@ impl ObjectServer {
         head: bool,
     ) -> Result<Response<Body>, HttpError> {
         let p = self.object_path(&req)?;
-        let df = self.diskfile(&p).await?;
-        let obj = match self.open(&df).await? {
+        let obj = match self.open_path(&p).await?.1 {
             DiskFileState::Exists(o) => o,
             DiskFileState::Missing => return Ok(status_only(StatusCode::NOT_FOUND)),
             DiskFileState::Deleted { ts } => {
@@ -698,7 +784,7 @@ impl ObjectServer {
         let body = if head {
             chttp::empty()
         } else {
-            self.stream_body(obj, parts, verify)
+            self.stream_body(self.device(&p.device), obj, parts, verify)
         };
         let mut r = Response::new(body);
         *r.status_mut() = status;
@@ -736,57 +822,74 @@ impl ObjectServer {
 
     /// Stream `parts` of the object: literal bytes (multipart framing) and byte ranges.
     /// `verify`: one part covering the whole body, checked against the ETag at EOF.
-    fn stream_body(&self, obj: OpenObject, parts: Vec<BodyPart>, verify: bool) -> Body {
+    ///
+    /// An async task drives the reader through the device pool, one batch of chunks per
+    /// operation (growing from one chunk to [`IO_BATCH_BYTES`]), so a slow client holds no
+    /// blocking thread and no device slot while it reads.
+    fn stream_body(
+        &self,
+        device: Arc<Device>,
+        obj: OpenObject,
+        parts: Vec<BodyPart>,
+        verify: bool,
+    ) -> Body {
         let chunk = self.settings().disk_chunk_size.max(4096);
         let (tx, body) = chttp::channel(4);
-        tokio::task::spawn_blocking(move || {
-            let mut reader = obj.reader();
-            let mut buf = vec![0u8; chunk];
+        tokio::spawn(async move {
+            let mut reader = Some(obj.reader());
             for part in parts {
                 let (start, end) = match part {
                     BodyPart::Bytes(b) => {
-                        if tx.blocking_send(b).is_err() {
+                        if tx.send(b).await.is_err() {
                             return;
                         }
                         continue;
                     }
                     BodyPart::Range(a, b) => (a, b),
                 };
-                if !verify {
-                    if let Err(e) = reader.seek_range(start, end) {
-                        tx.blocking_abort(io::Error::other(e.to_string()));
-                        return;
-                    }
-                }
+                let mut seek = (!verify).then_some((start, end));
+                let mut batch = chunk;
                 // When verifying, one chunk is held back until the next read succeeds:
                 // the reader checks the MD5 at EOF, so the last bytes of a damaged object
                 // are never sent and the client sees a cut stream, not a clean wrong body.
                 let mut held: Option<Bytes> = None;
                 loop {
-                    match reader.read_chunk(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            let chunk = Bytes::copy_from_slice(&buf[..n]);
-                            let ready = if verify {
-                                held.replace(chunk)
-                            } else {
-                                Some(chunk)
-                            };
-                            if let Some(ready) = ready {
-                                if tx.blocking_send(ready).is_err() {
-                                    return; // the client went away
-                                }
+                    let Some(mut r) = reader.take() else { return };
+                    let seek_to = seek.take();
+                    let res = device
+                        .run(move || {
+                            if let Some((a, b)) = seek_to {
+                                r.seek_range(a, b)?;
                             }
-                        }
+                            let chunks = read_batch(&mut r, batch, chunk)?;
+                            Ok((r, chunks))
+                        })
+                        .await;
+                    batch = (batch * 4).min(IO_BATCH_BYTES.max(chunk));
+                    let (r, chunks) = match res {
+                        Ok(v) => v,
                         Err(e) => {
                             tracing::warn!(error = %e, "object read failed; aborting response");
-                            tx.blocking_abort(io::Error::other(e.to_string()));
+                            tx.abort(io::Error::other(e.to_string())).await;
                             return;
                         }
+                    };
+                    let eof = r.remaining() == 0;
+                    reader = Some(r);
+                    for c in chunks {
+                        let ready = if verify { held.replace(c) } else { Some(c) };
+                        if let Some(ready) = ready {
+                            if tx.send(ready).await.is_err() {
+                                return; // the client went away
+                            }
+                        }
+                    }
+                    if eof {
+                        break;
                     }
                 }
                 if let Some(last) = held {
-                    if tx.blocking_send(last).is_err() {
+                    if tx.send(last).await.is_err() {
                         return;
                     }
                 }
@@ -807,8 +910,8 @@ impl ObjectServer {
         if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
             constraints::check_content_type(ct.as_bytes())?;
         }
-        let df = self.diskfile(&p).await?;
-        let info = match self.open(&df).await? {
+        let (df, state) = self.open_path(&p).await?;
+        let info = match state {
             DiskFileState::Exists(o) => o.info,
             DiskFileState::Missing => return Ok(status_only(StatusCode::NOT_FOUND)),
             DiskFileState::Deleted { ts } => {
@@ -836,7 +939,8 @@ impl ObjectServer {
         }
         {
             let df = df.clone();
-            blocking(move || df.write_meta(ts, md, ctype_ts)).await?;
+            self.on_device(&p.device, move || df.write_meta(ts, md, ctype_ts))
+                .await?;
         }
         let mut updates = Vec::new();
         if new_delete_at != info.delete_at {
@@ -894,8 +998,7 @@ impl ObjectServer {
                     .ok_or_else(|| HttpError::bad_request("Bad X-If-Delete-At header value"))?,
             ),
         };
-        let df = self.diskfile(&p).await?;
-        let state = self.open(&df).await?;
+        let (df, state) = self.open_path(&p).await?;
         let (orig_ts, orig_delete_at, mut status) = match &state {
             DiskFileState::Missing => (None, None, StatusCode::NOT_FOUND),
             DiskFileState::Deleted { ts } => (Some(*ts), None, StatusCode::NOT_FOUND),
@@ -945,7 +1048,8 @@ impl ObjectServer {
         if orig_ts.is_none_or(|o| o < ts) {
             {
                 let df = df.clone();
-                blocking(move || df.write_tombstone(ts, Metadata::new())).await?;
+                self.on_device(&p.device, move || df.write_tombstone(ts, Metadata::new()))
+                    .await?;
             }
             let upd = self.base_update_headers(&headers, "DELETE", &p, ts);
             updates.push(self.container_update(&p, &df, Method::DELETE, container_targets, upd));
@@ -961,8 +1065,12 @@ impl ObjectServer {
         let (device, part, suffixes) = parse_replicate_path(req.uri().path())?;
         let policy = policy_index(req.headers())?;
         let mgr = self.inner.mgr.clone();
+        let pool = self.device(&device);
         if suffixes.is_empty() {
-            let h = blocking(move || mgr.get_hashes(&device, policy, part, &[], false)).await?;
+            let h = pool
+                .run(move || mgr.get_hashes(&device, policy, part, &[], false))
+                .await
+                .map_err(device_error)?;
             let map: serde_json::Map<String, serde_json::Value> =
                 crate::hashes::hashes_to_hex(&h.hashes)
                     .into_iter()
@@ -975,11 +1083,12 @@ impl ObjectServer {
                     .collect();
             Ok(chttp::json(StatusCode::OK, &serde_json::Value::Object(map)))
         } else {
-            blocking(move || {
+            pool.run(move || {
                 let refs: Vec<&str> = suffixes.iter().map(String::as_str).collect();
                 mgr.invalidate_suffixes(&device, policy, part, &refs)
             })
-            .await?;
+            .await
+            .map_err(device_error)?;
             Ok(chttp::json(StatusCode::OK, &serde_json::Value::Null))
         }
     }
@@ -1118,6 +1227,7 @@ impl ObjectServer {
     ) -> tokio::task::JoinHandle<()> {
         let client = self.inner.client.clone();
         let timeouts = self.settings().update_timeouts;
+        let device = self.device(&device_of(&paths));
         tokio::spawn(async move {
             let mut all_ok = !targets.pairs.is_empty();
             let part: Option<u32> = targets.partition.parse().ok();
@@ -1188,14 +1298,12 @@ impl ObjectServer {
                     .collect(),
                 successes: Vec::new(),
             };
-            let res = tokio::task::spawn_blocking(move || {
-                async_pending::write_pending(&paths, &hash, ts, &pending)
-            })
-            .await;
+            let res = device
+                .run_unbounded(move || async_pending::write_pending(&paths, &hash, ts, &pending))
+                .await;
             match res {
-                Ok(Ok(path)) => tracing::info!(file = %path.display(), "saved async pending"),
-                Ok(Err(e)) => tracing::error!(error = %e, "could not save async pending"),
-                Err(e) => tracing::error!(error = %e, "async pending task failed"),
+                Ok(path) => tracing::info!(file = %path.display(), "saved async pending"),
+                Err(e) => tracing::error!(error = %e, "could not save async pending"),
             }
         })
     }
@@ -1209,6 +1317,82 @@ impl ObjectServer {
         };
         let _ = tokio::time::timeout(self.settings().container_update_timeout, wait).await;
     }
+}
+
+/// A [`DiskFileWriter`] between its device-pool operations. Dropped unfinished (an error
+/// path, a refused slot, a cancelled request), its temp file is removed on the device's
+/// pool, never on an async thread (a stuck disk must not block the runtime).
+struct WriterGuard {
+    w: Option<DiskFileWriter>,
+    device: Arc<Device>,
+}
+
+impl WriterGuard {
+    fn new(w: DiskFileWriter, device: Arc<Device>) -> Self {
+        WriterGuard { w: Some(w), device }
+    }
+
+    fn get(&self) -> &DiskFileWriter {
+        self.w.as_ref().expect("writer present until into_inner")
+    }
+
+    /// Take the writer (inside a blocking operation).
+    fn into_inner(mut self) -> DiskFileWriter {
+        self.w.take().expect("writer present until into_inner")
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        let Some(w) = self.w.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                let device = self.device.clone();
+                h.spawn(async move { device.run_cleanup(move || drop(w)).await });
+            }
+            Err(_) => drop(w),
+        }
+    }
+}
+
+/// Read up to `batch` bytes (at least one read, so that the end of the object is
+/// verified) as chunks of at most `chunk` bytes sharing one buffer. Empty at EOF.
+fn read_batch(
+    r: &mut crate::diskfile::ObjectReader,
+    batch: usize,
+    chunk: usize,
+) -> Result<Vec<Bytes>, DiskError> {
+    let want = usize::try_from(r.remaining())
+        .unwrap_or(usize::MAX)
+        .min(batch);
+    let mut buf = vec![0u8; want];
+    let mut filled = 0;
+    loop {
+        let n = r.read_chunk(&mut buf[filled..want.min(filled + chunk)])?;
+        filled += n;
+        if n == 0 || filled >= want {
+            break;
+        }
+    }
+    buf.truncate(filled);
+    let buf = Bytes::from(buf);
+    Ok((0..filled)
+        .step_by(chunk)
+        .map(|at| buf.slice(at..filled.min(at + chunk)))
+        .collect())
+}
+
+/// The device name of a policy's paths (`DEVICES/DEV` → `DEV`).
+fn device_of(paths: &PolicyPaths) -> String {
+    paths
+        .device
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn device_name(df: &DiskFile) -> String {
+    device_of(df.paths())
 }
 
 fn apply_overrides(headers: &HeaderMap, upd: &mut [(String, String)]) {
@@ -1437,6 +1621,86 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
         assert_eq!(parse_range("bytes=x-1", 100), None);
+    }
+
+    fn req(
+        method: &str,
+        path: &str,
+        ts: Option<Timestamp>,
+        body: &'static [u8],
+    ) -> Request<RequestBody> {
+        let mut b = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path)
+            .header("Content-Type", "text/plain")
+            .header("Content-Length", body.len().to_string());
+        if let Some(ts) = ts {
+            b = b.header("X-Timestamp", ts.internal());
+        }
+        b.body(RequestBody::from(Bytes::from_static(body))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn device_io_errors_answer_507_until_the_backoff_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["sda", "sdb"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let s = ObjectServer::new(
+            ObjectServerSettings {
+                disk: DiskConfig {
+                    devices: dir.path().to_path_buf(),
+                    mount_check: false,
+                    fallocate_reserve_pct: 0.0,
+                    ..DiskConfig::default()
+                },
+                device_pool: DevicePoolConfig {
+                    concurrency: 4,
+                    wait_timeout: Duration::from_secs(5),
+                    error_backoff: Duration::from_millis(400),
+                },
+                ..ObjectServerSettings::default()
+            },
+            HashPathSecret::new("", "changeme"),
+        );
+        let base = Timestamp::now().secs() - 100;
+        let ts = |n: u64| Timestamp::from_secs(base + n);
+        let status = |r: Response<Body>| r.status();
+        for dev in ["sda", "sdb"] {
+            let r = s
+                .handle(req("PUT", &format!("/{dev}/0/a/c/o"), Some(ts(1)), b"hi"))
+                .await;
+            assert_eq!(status(r), StatusCode::CREATED);
+        }
+        // The disk starts failing: the request that hits it gets 507 and marks the device.
+        s.device("sda").inject_fault(Some(libc::EIO));
+        let r = s.handle(req("GET", "/sda/0/a/c/o", None, b"")).await;
+        assert_eq!(status(r), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(s.device("sda").is_failed());
+        // While marked, every request is 507 without touching the disk (even once the
+        // fault is gone), writes included; the other device serves as usual.
+        s.device("sda").inject_fault(None);
+        for (m, t) in [
+            ("GET", None),
+            ("HEAD", None),
+            ("PUT", Some(ts(2))),
+            ("DELETE", Some(ts(3))),
+        ] {
+            let r = s.handle(req(m, "/sda/0/a/c/o", t, b"hi")).await;
+            assert_eq!(status(r), StatusCode::INSUFFICIENT_STORAGE, "{m}");
+        }
+        let r = s.handle(req("GET", "/sdb/0/a/c/o", None, b"")).await;
+        assert_eq!(status(r), StatusCode::OK);
+        // After the backoff the device is tried again and recovers.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let r = s.handle(req("GET", "/sda/0/a/c/o", None, b"")).await;
+        assert_eq!(status(r), StatusCode::OK);
+        assert!(!s.device("sda").is_failed());
+        // ENOENT-class errors (not the device) do not mark it.
+        s.device("sda").inject_fault(Some(libc::ENOENT));
+        let r = s.handle(req("GET", "/sda/0/a/c/o", None, b"")).await;
+        assert_eq!(status(r), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!s.device("sda").is_failed());
     }
 
     #[test]

@@ -1180,3 +1180,129 @@ async fn expirer_delete_leaves_the_queue_to_the_expirer() {
         assert_eq!(queue_deletes() - base, expected, "{obj}");
     }
 }
+
+/// A disk that hangs holds at most `device_concurrency` blocking threads: further requests
+/// for it get 503 after `device_wait_timeout`, requests for other devices are not held up.
+/// The hang is real: the object's `.data` is a FIFO, whose `open` blocks until a writer
+/// comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_device_answers_503_and_spares_the_others() {
+    use cairn_object::server::device_pool::DevicePoolConfig;
+    use std::time::{Duration, Instant};
+    let (d, s) = server_with(|s| {
+        s.device_pool = DevicePoolConfig {
+            concurrency: 2,
+            wait_timeout: Duration::from_millis(300),
+            error_backoff: Duration::from_secs(60),
+        };
+    });
+    std::fs::create_dir(d.path().join("sdb")).unwrap();
+    const OBJ_B: &str = "/sdb/0/AUTH_test/c/o";
+    assert_eq!(
+        put(&s, OBJ, ts(1), b"on a", &[]).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        put(&s, OBJ_B, ts(1), b"on b", &[]).await.status,
+        StatusCode::CREATED
+    );
+    let hdir = PolicyPaths::new(d.path().join("sda"), 0).hash_dir(0, &obj_hash("stuck"));
+    std::fs::create_dir_all(&hdir).unwrap();
+    let fifo = hdir.join(format!("{}.data", ts(1).internal()));
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { get(&s, "/sda/0/AUTH_test/c/stuck", &[]).await.status })
+        })
+        .collect();
+    let sda = s.devices().device("sda");
+    let t = Instant::now();
+    while sda.available_permits() != Some(0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "GETs never got stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // sda is out of slots: 503 after the wait, for reads and writes.
+    let t = Instant::now();
+    assert_eq!(
+        get(&s, OBJ, &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        put(&s, OBJ, ts(2), b"new", &[]).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // sdb answers at once.
+    let t = Instant::now();
+    let r = get(&s, OBJ_B, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body(), b"on b");
+    assert!(t.elapsed() < Duration::from_millis(300));
+    // Unstick the disk: the stuck GETs finish (with some error) and sda serves again.
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+    for h in stuck {
+        let status = h.await.unwrap();
+        assert_ne!(status, StatusCode::OK);
+    }
+    let r = get(&s, OBJ, &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body(), b"on a");
+    assert!(!sda.is_failed());
+}
+
+/// A client that does not read a GET body holds no device slot (and no blocking thread):
+/// the body is read in pool operations between which the reader waits asynchronously.
+#[tokio::test]
+async fn slow_reader_holds_no_device_slot() {
+    use cairn_object::server::device_pool::DevicePoolConfig;
+    use std::time::Duration;
+    let (_d, s) = server_with(|s| {
+        s.device_pool = DevicePoolConfig {
+            concurrency: 2,
+            ..DevicePoolConfig::default()
+        };
+    });
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let its = ts(1).internal();
+    let len = data.len().to_string();
+    let r = call(
+        &s,
+        request(
+            "PUT",
+            OBJ,
+            &[
+                ("X-Timestamp", its.as_str()),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", len.as_str()),
+            ],
+            data.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // Three GETs whose bodies nobody reads yet (more than the device's slots).
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let resp = s.handle(request("GET", OBJ, &[], Bytes::new())).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        bodies.push(resp.into_body());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sda = s.devices().device("sda");
+    assert_eq!(sda.available_permits(), Some(2));
+    assert_eq!(
+        get(&s, OBJ, &[("Range", "bytes=0-9")]).await.body(),
+        &data[..10]
+    );
+    for b in bodies {
+        assert_eq!(&b.collect().await.unwrap().to_bytes()[..], &data[..]);
+    }
+}
