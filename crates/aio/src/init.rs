@@ -77,6 +77,12 @@ fn shape_from(opts: &AioOptions) -> Result<Shape, AioError> {
     if opts.nodes == 0 {
         return Err(AioError::BadOption("--nodes must be at least 1".into()));
     }
+    if opts.regions == 0 || opts.regions > opts.nodes {
+        return Err(AioError::BadOption(format!(
+            "--regions must be between 1 and --nodes ({})",
+            opts.nodes
+        )));
+    }
     if opts.replicas == 0 || opts.replicas > opts.nodes {
         return Err(AioError::BadOption(format!(
             "--replicas must be between 1 and --nodes ({})",
@@ -107,6 +113,7 @@ fn shape_from(opts: &AioOptions) -> Result<Shape, AioError> {
         replicas: opts.replicas,
         part_power: opts.part_power,
         reclaim_age: opts.reclaim_age,
+        regions: opts.regions,
     })
 }
 
@@ -117,7 +124,7 @@ fn build_ring(layout: &Layout, shape: &Shape, role: Role) -> Result<(), AioError
         let port = shape.port(n, role);
         builder.add_device(Device {
             id: 0,
-            region: 1,
+            region: u32::from(shape.region(n)),
             zone: u32::from(n),
             ip: shape.bind_ip.clone(),
             port,
@@ -207,10 +214,12 @@ fn proxy_file(shape: &Shape, token_secret: &str) -> String {
          bind_ip = \"{ip}\"\n\
          bind_port = {port}\n\
          cluster_config = \"cairn.toml\"\n\n\
+         {affinity}\
          [tempauth]\n\
          token_secret = \"{token_secret}\"\n",
         ip = shape.bind_ip,
         port = shape.proxy_port,
+        affinity = proxy_affinity(shape),
     );
     for (account, user, key, groups) in DEFAULT_USERS {
         let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
@@ -221,6 +230,15 @@ fn proxy_file(shape: &Shape, token_secret: &str) -> String {
         );
     }
     out
+}
+
+/// With several regions the proxy sits in region 1 and reads from it first.
+fn proxy_affinity(shape: &Shape) -> String {
+    if shape.regions > 1 {
+        "[proxy]\nsorting_method = \"affinity\"\nread_affinity = \"r1=100\"\n\n".to_string()
+    } else {
+        String::new()
+    }
 }
 
 fn mkdir(path: &Path) -> Result<(), AioError> {

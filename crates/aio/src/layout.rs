@@ -27,6 +27,13 @@ pub struct Shape {
     pub replicas: u16,
     pub part_power: u8,
     pub reclaim_age: u64,
+    /// Regions the nodes are spread over (contiguous blocks of nodes); 1 when absent.
+    #[serde(default = "one")]
+    pub regions: u16,
+}
+
+fn one() -> u16 {
+    1
 }
 
 /// The three storage roles of a node.
@@ -61,6 +68,11 @@ impl Shape {
     /// The port of `role` on node `n` (1-based): BASE + 10n + role offset, as Swift's SAIO.
     pub fn port(&self, n: u16, role: Role) -> u16 {
         self.port_base + 10 * n + role.port_offset()
+    }
+
+    /// The region of node `n`: nodes are split into `regions` contiguous blocks.
+    pub fn region(&self, n: u16) -> u16 {
+        1 + (u32::from(n - 1) * u32::from(self.regions) / u32::from(self.nodes)) as u16
     }
 
     /// The one device of node `n`.

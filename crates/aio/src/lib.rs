@@ -57,6 +57,9 @@ pub struct AioOptions {
     /// Seconds tombstones are kept (the consistency window).
     #[arg(long, default_value_t = 604_800, global = true)]
     pub reclaim_age: u64,
+    /// Spread the nodes over this many regions (the proxy prefers region 1 for reads).
+    #[arg(long, default_value_t = 1, global = true)]
+    pub regions: u16,
 }
 
 /// Why `cairn aio` could not build or run the cluster.
