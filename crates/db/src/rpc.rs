@@ -220,6 +220,10 @@ fn rsync_then_merge<K: Kind>(tmp_dir: &Path, db_file: &Path, args: &[Value]) -> 
     {
         let new = Broker::<K>::open(&tmp)?;
         new.quick_check()?;
+        // New id first: `incoming_sync[sender]` must be the upload's own last ROWID. Our
+        // rows merged below get higher ROWIDs the sender never had; counting them would
+        // make the sender skip its next rows up to there.
+        new.newid(&name)?;
         let existing = Broker::<K>::open(db_file)?;
         existing.commit_puts()?;
         let mut point = -1;
@@ -232,7 +236,6 @@ fn rsync_then_merge<K: Kind>(tmp_dir: &Path, db_file: &Path, args: &[Value]) -> 
             point = last;
         }
         new.merge_syncs(&existing.get_syncs(true)?, true)?;
-        new.newid(&name)?;
         new.update_metadata(&existing.metadata()?, false)?;
         new.checkpoint()?;
         drop(new);
