@@ -13,14 +13,11 @@
 //! and the far-behind whole copy; a small `max_diffs` during the random phase exercises
 //! capped usyncs (resumed from the recorded sync points later).
 //!
-//! Status: both properties and `rows_written_after_a_remote_merge_still_reach_the_receiver`
-//! fail on the current `rpc::rsync_then_merge` and are `#[ignore]`d until it is fixed:
-//! it gives the merged copy its new id *after* merging the receiver's own rows, so
-//! `incoming_sync[sender]` becomes the copy's highest ROWID instead of the upload's, and
-//! the sender's next rows up to that ROWID are never sent to that receiver (nor to copies
-//! made from it, which inherit the sync table). Calling `newid` right after the upload's
-//! `quick_check`, before the merge loop, fixes it (all of them then pass, 150 cases each).
-//! Run them with `cargo test -p cairn-db --test replication_props -- --include-ignored`.
+//! History: these properties found that `rpc::rsync_then_merge` gave the merged copy its
+//! new id *after* merging the receiver's own rows, so `incoming_sync[sender]` became the
+//! copy's highest ROWID instead of the upload's and the sender's next rows up to it were
+//! never sent (Swift has the same order). `newid` now runs before the merge loop;
+//! `rows_written_after_a_remote_merge_still_reach_the_receiver` pins the minimal case.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
