@@ -99,7 +99,19 @@ impl Ops {
             return Some(self.healthcheck().await);
         }
         if path == "/metrics" && get {
-            let mut resp = Response::new(full(registry.render()));
+            let mut text = registry.render();
+            if self.cfg.recon {
+                // The daemons of this node (replicators, auditors, updaters, expirer) run in
+                // their own processes and leave their progress in the recon cache: export
+                // its numbers here so one scrape of the server shows the whole node.
+                let cfg = self.cfg.clone();
+                if let Ok(extra) =
+                    tokio::task::spawn_blocking(move || daemon_progress_metrics(&cfg)).await
+                {
+                    text.push_str(&extra);
+                }
+            }
+            let mut resp = Response::new(full(text));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static(CONTENT_TYPE),
@@ -413,6 +425,68 @@ fn deep_merge(slot: &mut Value, value: Value) {
         }
         (slot, value) => *slot = value,
     }
+}
+
+/// Every numeric value of the node's recon cache files as a Prometheus gauge:
+/// `cairn_daemon_progress{file="object",key="replication.object_replication_time"} 1.2`.
+fn daemon_progress_metrics(cfg: &OpsConfig) -> String {
+    let mut out = String::new();
+    let Ok(entries) = std::fs::read_dir(&cfg.recon_cache_path) else {
+        return out;
+    };
+    let mut rows = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let (Some(stem), Some("recon")) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        let all = ReconCache::new(&cfg.recon_cache_path, stem).read_all();
+        for (key, value) in all {
+            flatten_numbers(stem, &key, &value, &mut rows);
+        }
+    }
+    if rows.is_empty() {
+        return out;
+    }
+    rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out.push_str(
+        "# HELP cairn_daemon_progress Numbers the node's daemons left in the recon cache\n",
+    );
+    out.push_str("# TYPE cairn_daemon_progress gauge\n");
+    for (file, key, value) in rows {
+        out.push_str(&format!(
+            "cairn_daemon_progress{{file=\"{}\",key=\"{}\"}} {}\n",
+            escape_label(&file),
+            escape_label(&key),
+            value
+        ));
+    }
+    out
+}
+
+fn flatten_numbers(file: &str, key: &str, value: &Value, rows: &mut Vec<(String, String, f64)>) {
+    match value {
+        Value::Number(n) => {
+            if let Some(v) = n.as_f64() {
+                rows.push((file.to_string(), key.to_string(), v));
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten_numbers(file, &format!("{key}.{k}"), v, rows);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

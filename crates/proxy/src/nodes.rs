@@ -82,6 +82,7 @@ impl ErrorLimiter {
         e.0 += 1;
         e.1 = Instant::now();
         tracing::warn!(node = %node.key(), errors = e.0, "{why}");
+        backend_errors().with(&[&node.key(), "error"]).inc();
     }
 
     /// Limit the node at once (507 Insufficient Storage).
@@ -89,7 +90,17 @@ impl ErrorLimiter {
         let mut map = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(node.key(), (self.limit + 1, Instant::now()));
         tracing::warn!(node = %node.key(), "node error limited: {why}");
+        backend_errors().with(&[&node.key(), "limited"]).inc();
     }
+}
+
+/// `cairn_proxy_backend_errors_total{node, kind}`: errors by backend node, for `/metrics`.
+fn backend_errors() -> std::sync::Arc<cairn_common::metrics::CounterVec> {
+    cairn_common::metrics::global().counter_vec(
+        "cairn_proxy_backend_errors_total",
+        "Backend errors seen by the proxy, by node (ip:port/device) and kind (error, limited)",
+        &["node", "kind"],
+    )
 }
 
 /// The primaries of `part`.
