@@ -314,6 +314,11 @@ impl ContainerServer {
             let auto = self.autocreate(&p.account);
             let (a, c) = (p.account.clone(), p.container.clone());
             blocking(move || {
+                if db_file.is_file() {
+                    // The hot path: a durable append, no SQLite open.
+                    return ContainerBroker::append_pending(&db_file, std::slice::from_ref(&rec))
+                        .map_err(db_error);
+                }
                 let broker = open_or_autocreate(&db_file, auto, &a, &c, ts, policy)?;
                 broker.put_object(&rec).map_err(db_error)
             })
@@ -412,6 +417,11 @@ impl ContainerServer {
             let auto = self.autocreate(&p.account);
             let (a, c) = (p.account.clone(), p.container.clone());
             blocking(move || {
+                if db_file.is_file() {
+                    let rec = ObjectRecord::delete(&obj, ts).with_policy(policy);
+                    return ContainerBroker::append_pending(&db_file, std::slice::from_ref(&rec))
+                        .map_err(db_error);
+                }
                 let broker = open_or_autocreate(&db_file, auto, &a, &c, ts, policy)?;
                 broker.delete_object(&obj, ts, policy).map_err(db_error)
             })

@@ -321,6 +321,27 @@ impl<K: Kind> Broker<K> {
         self.merge_items(&recs, None)
     }
 
+    /// Append rows to an existing DB's pending file without opening SQLite: the hot path
+    /// of the object servers' row updates. Opening (and closing) a WAL database costs far
+    /// more than the append itself, so SQLite is opened only when the pending file is full
+    /// and must be merged. Durability is the same as [`Broker::put_records`]: the append is
+    /// fsynced (group commit) before this returns.
+    pub fn append_pending(db_file: impl AsRef<Path>, recs: &[K::Record]) -> Result<()> {
+        let db_file = db_file.as_ref();
+        if recs.is_empty() {
+            return Ok(());
+        }
+        if !db_file.is_file() {
+            return Err(DbError::NotFound(db_file.to_path_buf()));
+        }
+        let mut bytes = Vec::new();
+        for r in recs {
+            bytes.extend_from_slice(&encode_record(&K::to_pending(r))?);
+        }
+        PendingShared::for_db(db_file)
+            .append(&bytes, |data| Self::open(db_file)?.merge_raw_pending(data))
+    }
+
     /// Append one row to the pending file and return once it is durable.
     pub fn put_record(&self, rec: &K::Record) -> Result<()> {
         self.put_records(std::slice::from_ref(rec))

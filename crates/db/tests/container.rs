@@ -667,3 +667,38 @@ fn recreated_db_does_not_write_to_unlinked_pending_file() {
     assert_eq!(names, vec!["b"]);
     drop(old);
 }
+
+#[test]
+fn append_pending_without_an_open_broker_is_durable_and_merges_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = "00112233445566778899aabbccddeeff";
+    let p = cpath(dir.path(), hash);
+    drop(new_container(dir.path(), hash));
+    // Appends through the fast path land in the pending file, not yet in SQLite.
+    for i in 0..10 {
+        let rec = ObjectRecord::put(&format!("o{i}"), ts(2.0), 4, "text/plain", ETAG);
+        ContainerBroker::append_pending(&p, std::slice::from_ref(&rec)).unwrap();
+    }
+    let pending = p.with_extension("db.pending");
+    assert!(std::fs::metadata(&pending).unwrap().len() > 0);
+    let b = ContainerBroker::open(&p).unwrap();
+    assert_eq!(b.get_info().unwrap().object_count, 10);
+    // Enough appends to pass PENDING_CAP: the writer merges into SQLite itself.
+    let big_name = "n".repeat(900);
+    let per_record = 1000;
+    let count = PENDING_CAP as usize / per_record + 20;
+    for i in 0..count {
+        let rec = ObjectRecord::put(&format!("{big_name}{i}"), ts(3.0), 1, "text/plain", ETAG);
+        ContainerBroker::append_pending(&p, std::slice::from_ref(&rec)).unwrap();
+    }
+    assert!(std::fs::metadata(&pending).unwrap().len() < PENDING_CAP);
+    assert_eq!(b.get_info().unwrap().object_count, 10 + count as i64);
+    // A missing DB is NotFound, and nothing is written for it.
+    let missing = cpath(dir.path(), "ffeeddccbbaa99887766554433221100");
+    let rec = ObjectRecord::put("x", ts(2.0), 1, "text/plain", ETAG);
+    assert!(matches!(
+        ContainerBroker::append_pending(&missing, std::slice::from_ref(&rec)),
+        Err(DbError::NotFound(_))
+    ));
+    assert!(!missing.with_extension("db.pending").exists());
+}
