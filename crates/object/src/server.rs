@@ -555,9 +555,96 @@ impl ObjectServer {
         }
         drop(state);
 
+        let mut md = self.request_metadata(&headers, true);
+        md.set("Content-Type", ctype.clone());
+        if let Some(at) = new_delete_at {
+            md.set("X-Delete-At", format!("{at:010}"));
+        }
+        let client_etag = header_str(&headers, "etag").map(str::to_string);
+        let (size, etag) = match content_length {
+            Some(len) if len <= SMALL_PUT_BYTES => {
+                self.put_small(
+                    &p.device,
+                    df.clone(),
+                    req.into_body(),
+                    len,
+                    client_etag,
+                    ts,
+                    md,
+                )
+                .await?
+            }
+            _ => {
+                self.put_streaming(
+                    &p.device,
+                    df.clone(),
+                    req,
+                    content_length,
+                    client_etag,
+                    ts,
+                    md,
+                )
+                .await?
+            }
+        };
+
+        // Expirer queue and container updates.
+        let mut updates = Vec::new();
+        if new_delete_at != orig_delete_at {
+            if let Some(at) = new_delete_at {
+                updates.push(self.delete_at_update(
+                    &p,
+                    &df,
+                    &headers,
+                    Method::PUT,
+                    at,
+                    ts,
+                    Some(size),
+                ));
+            }
+            if let Some(old) = orig_delete_at {
+                updates.push(self.delete_at_update(
+                    &p,
+                    &df,
+                    &headers,
+                    Method::DELETE,
+                    old,
+                    ts,
+                    None,
+                ));
+            }
+        }
+        let mut upd = self.base_update_headers(&headers, "PUT", &p, ts);
+        upd.push(("X-Size".into(), size.to_string()));
+        upd.push(("X-Content-Type".into(), ctype));
+        upd.push(("X-Etag".into(), etag.clone()));
+        apply_overrides(&headers, &mut upd);
+        updates.push(self.container_update(&p, &df, Method::PUT, container_targets, upd));
+        self.wait_updates(updates).await;
+
+        let mut resp = status_only(StatusCode::CREATED);
+        set(resp.headers_mut(), "ETag", &etag);
+        set(resp.headers_mut(), "Last-Modified", &ts.http_date());
+        Ok(resp)
+    }
+
+    /// PUT of a body of unknown or large size: streamed to the writer in batches, one
+    /// device-pool operation per batch (no blocking thread waits for the client).
+    #[allow(clippy::too_many_arguments)]
+    async fn put_streaming(
+        &self,
+        device_name: &str,
+        df: DiskFile,
+        req: Request<RequestBody>,
+        content_length: Option<u64>,
+        client_etag: Option<String>,
+        ts: Timestamp,
+        md: Metadata,
+    ) -> Result<(u64, String), HttpError> {
         // Stream the body to the writer: a task that writes what has arrived in batches,
         // one device-pool operation per batch (no blocking thread waits for the client).
-        let device = self.device(&p.device);
+        let c = &self.settings().constraints;
+        let device = self.device(device_name);
         let writer = {
             let df = df.clone();
             let w = device
@@ -634,81 +721,69 @@ impl ObjectServer {
         };
         if let Some(e) = client_error {
             // The writer is dropped: its temp file goes away, nothing is renamed.
-            return Err(if e.kind() == io::ErrorKind::TimedOut {
-                HttpError::new(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
-            } else {
-                HttpError::new(
-                    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                    "Client Disconnect",
-                )
-            });
+            return Err(client_read_error(&e));
         }
         if content_length.is_some_and(|l| l != writer.get().bytes_written()) {
-            return Err(HttpError::new(
-                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                "Client Disconnect",
-            ));
+            return Err(client_disconnect());
         }
         let etag = writer.get().etag();
-        if let Some(client_etag) = header_str(&headers, "etag") {
-            if !client_etag
-                .trim()
-                .trim_matches('"')
-                .eq_ignore_ascii_case(&etag)
-            {
-                return Err(HttpError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Unprocessable Entity",
-                ));
-            }
-        }
-        let mut md = self.request_metadata(&headers, true);
-        md.set("Content-Type", ctype.clone());
-        if let Some(at) = new_delete_at {
-            md.set("X-Delete-At", format!("{at:010}"));
-        }
+        check_client_etag(client_etag.as_deref(), &etag)?;
         let size = writer.get().bytes_written();
-        self.on_device(&p.device, move || writer.into_inner().commit(ts, md))
+        self.on_device(device_name, move || writer.into_inner().commit(ts, md))
             .await?;
+        Ok((size, etag))
+    }
 
-        // Expirer queue and container updates.
-        let mut updates = Vec::new();
-        if new_delete_at != orig_delete_at {
-            if let Some(at) = new_delete_at {
-                updates.push(self.delete_at_update(
-                    &p,
-                    &df,
-                    &headers,
-                    Method::PUT,
-                    at,
-                    ts,
-                    Some(size),
-                ));
-            }
-            if let Some(old) = orig_delete_at {
-                updates.push(self.delete_at_update(
-                    &p,
-                    &df,
-                    &headers,
-                    Method::DELETE,
-                    old,
-                    ts,
-                    None,
-                ));
+    /// PUT of a small body with a known length: read it whole (at most
+    /// [`SMALL_PUT_BYTES`]), then create, write, check and commit in ONE device-pool
+    /// operation. Small objects dominate request rates, and each pool hop is a thread
+    /// hand-off both ways.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_small(
+        &self,
+        device_name: &str,
+        df: DiskFile,
+        mut body: RequestBody,
+        len: u64,
+        client_etag: Option<String>,
+        ts: Timestamp,
+        md: Metadata,
+    ) -> Result<(u64, String), HttpError> {
+        let mut buf = Vec::with_capacity(len as usize);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        if (buf.len() + data.len()) as u64 > len {
+                            return Err(client_disconnect());
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                Err(e) => return Err(client_read_error(&e)),
             }
         }
-        let mut upd = self.base_update_headers(&headers, "PUT", &p, ts);
-        upd.push(("X-Size".into(), size.to_string()));
-        upd.push(("X-Content-Type".into(), ctype));
-        upd.push(("X-Etag".into(), etag.clone()));
-        apply_overrides(&headers, &mut upd);
-        updates.push(self.container_update(&p, &df, Method::PUT, container_targets, upd));
-        self.wait_updates(updates).await;
-
-        let mut resp = status_only(StatusCode::CREATED);
-        set(resp.headers_mut(), "ETag", &etag);
-        set(resp.headers_mut(), "Last-Modified", &ts.http_date());
-        Ok(resp)
+        if buf.len() as u64 != len {
+            return Err(client_disconnect());
+        }
+        // Inside the operation: an ETag mismatch drops the writer (its temp file goes
+        // away on this blocking thread) and nothing is renamed.
+        let outcome = self
+            .on_device(device_name, move || {
+                let mut w = df.create(Some(len))?;
+                w.write(&buf)?;
+                let etag = w.etag();
+                if check_client_etag(client_etag.as_deref(), &etag).is_err() {
+                    return Ok(None);
+                }
+                w.commit(ts, md)?;
+                Ok(Some(etag))
+            })
+            .await?;
+        match outcome {
+            Some(etag) => Ok((len, etag)),
+            None => Err(etag_mismatch()),
+        }
     }
 
     // ----- GET / HEAD -----
@@ -1316,6 +1391,37 @@ impl ObjectServer {
             }
         };
         let _ = tokio::time::timeout(self.settings().container_update_timeout, wait).await;
+    }
+}
+
+/// Bodies up to this size are read whole and written in one device-pool operation.
+const SMALL_PUT_BYTES: u64 = 64 * 1024;
+
+/// 422 when the client sent an `ETag` (quotes allowed) that differs from the body's MD5.
+fn check_client_etag(client: Option<&str>, etag: &str) -> Result<(), HttpError> {
+    match client {
+        Some(c) if !c.trim().trim_matches('"').eq_ignore_ascii_case(etag) => Err(etag_mismatch()),
+        _ => Ok(()),
+    }
+}
+
+fn etag_mismatch() -> HttpError {
+    HttpError::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable Entity")
+}
+
+fn client_disconnect() -> HttpError {
+    HttpError::new(
+        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        "Client Disconnect",
+    )
+}
+
+/// A failed read of the client's body: 408 after `client_timeout`, else 499.
+fn client_read_error(e: &io::Error) -> HttpError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        HttpError::new(StatusCode::REQUEST_TIMEOUT, "Request Timeout")
+    } else {
+        client_disconnect()
     }
 }
 
