@@ -25,9 +25,11 @@ use cairn_common::http::{
 };
 use cairn_common::{HashPathSecret, Timestamp};
 use cairn_db::format;
-use cairn_db::http::{listing_content_type, listing_params, query_params};
+use cairn_db::http::{
+    blocking, db_error, listing_content_type, listing_params, query_params, set, status_only,
+};
 use cairn_db::{AccountBroker, AccountInfo, ContainerRecord, DbError, Metadata, PolicyStat};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 
 /// Settings of the account server.
 #[derive(Debug, Clone)]
@@ -81,50 +83,6 @@ impl Handler for AccountServer {
                 .await
                 .unwrap_or_else(HttpError::into_response)
         }
-    }
-}
-
-/// Map a broker error to a response (the one place that does it).
-pub fn db_error(e: DbError) -> HttpError {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = match &e {
-        DbError::BadInput(m) => m.clone(),
-        DbError::Conflict(_) => {
-            "There was a conflict when trying to complete your request.".to_string()
-        }
-        DbError::NotFound(_) | DbError::Deleted | DbError::Quarantined(_) => String::new(),
-        DbError::LockTimeout(_) => String::new(),
-        DbError::Corrupt(_) | DbError::Io(_) | DbError::Sqlite(_) => {
-            tracing::error!(error = %e, "account server DB error");
-            String::new()
-        }
-    };
-    HttpError::new(status, message)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
-) -> Result<T, HttpError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(HttpError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            e.to_string(),
-        ))
-    })
-}
-
-fn status_only(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(chttp::empty());
-    *r.status_mut() = status;
-    r
-}
-
-fn set(headers: &mut HeaderMap, name: &str, value: impl ToString) {
-    if let (Ok(n), Ok(v)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(&value.to_string()),
-    ) {
-        headers.insert(n, v);
     }
 }
 
@@ -585,6 +543,7 @@ impl AccountServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn metadata_from_headers() {

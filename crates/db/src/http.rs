@@ -11,6 +11,7 @@ use cairn_common::http::{
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 
 use crate::broker::Kind;
+use crate::error::DbError;
 use crate::list::ListParams;
 
 /// Largest REPLICATE body accepted (a `merge_items` batch of 1000 rows is far smaller).
@@ -24,7 +25,8 @@ fn io_error(e: std::io::Error) -> HttpError {
     HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "")
 }
 
-async fn blocking<T: Send + 'static>(
+/// Run blocking DB work off the async threads; a panicked task becomes a 500.
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HttpError> + Send + 'static,
 ) -> Result<T, HttpError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
@@ -35,19 +37,40 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-fn status_only(status: StatusCode) -> Response<Body> {
+/// A response with only a status (empty body).
+pub fn status_only(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(chttp::empty());
     *r.status_mut() = status;
     r
 }
 
-fn set(headers: &mut HeaderMap, name: &str, value: impl ToString) {
+/// Set a header, skipping values that are not valid header text.
+pub fn set(headers: &mut HeaderMap, name: &str, value: impl ToString) {
     if let (Ok(n), Ok(v)) = (
         HeaderName::from_bytes(name.as_bytes()),
         HeaderValue::from_str(&value.to_string()),
     ) {
         headers.insert(n, v);
     }
+}
+
+/// Map a broker error to a response: the one place the container and account servers
+/// turn [`DbError`] into a status and a short reason.
+pub fn db_error(e: DbError) -> HttpError {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = match &e {
+        DbError::BadInput(m) => m.clone(),
+        DbError::Conflict(_) => {
+            "There was a conflict when trying to complete your request.".to_string()
+        }
+        DbError::NotFound(_) | DbError::Deleted | DbError::Quarantined(_) => String::new(),
+        DbError::LockTimeout(_) => String::new(),
+        DbError::Corrupt(_) | DbError::Io(_) | DbError::Sqlite(_) => {
+            tracing::error!(error = %e, "DB error");
+            String::new()
+        }
+    };
+    HttpError::new(status, message)
 }
 
 /// `REPLICATE /DEV/PART/HASH` with a JSON `[op, args…]` body (the DB replication RPC).
