@@ -33,7 +33,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn_common::config::{ClusterConfig, ConfigError};
-use cairn_common::recon::Ops;
 use cairn_common::server_config::{
     load_role_config, RoleConfig, ServerSection, DEFAULT_ACCOUNT_PORT,
 };
@@ -162,16 +161,14 @@ pub async fn run_account_server(config: &Path) -> Result<(), RunError> {
     let file: AccountServerFile = load_role_config(config)?;
     let cluster = file.server.load_cluster()?;
     let server = AccountServer::new(file.settings(&cluster), cluster.hash_path_secret());
-    let mut opts = file.server.serve_options("account-server");
-    opts.ops = Some(Arc::new(Ops::new(
-        file.server.ops_config(Some(cluster.ring_dir())),
-    )));
-    cairn_common::daemon::run_server(
-        file.server.bind_addr(DEFAULT_ACCOUNT_PORT),
-        Arc::new(server),
-        opts,
-    )
-    .await?;
+    file.server
+        .serve(
+            "account-server",
+            DEFAULT_ACCOUNT_PORT,
+            cluster.ring_dir(),
+            server,
+        )
+        .await?;
     Ok(())
 }
 

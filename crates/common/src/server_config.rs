@@ -111,6 +111,29 @@ impl ServerSection {
         SocketAddr::new(self.bind_ip, self.bind_port.unwrap_or(default_port))
     }
 
+    /// Serve `handler` on this section's address (the role's default port when none is
+    /// set), with the operator endpoints (`/healthcheck`, `/metrics`, `/recon/...` of
+    /// this node's devices and of `ring_dir`), until SIGTERM/SIGINT. The one way every
+    /// storage server starts.
+    pub async fn serve<H: crate::http::Handler>(
+        &self,
+        name: &str,
+        default_port: u16,
+        ring_dir: PathBuf,
+        handler: H,
+    ) -> std::io::Result<()> {
+        let mut opts = self.serve_options(name);
+        opts.ops = Some(std::sync::Arc::new(crate::recon::Ops::new(
+            self.ops_config(Some(ring_dir)),
+        )));
+        crate::daemon::run_server(
+            self.bind_addr(default_port),
+            std::sync::Arc::new(handler),
+            opts,
+        )
+        .await
+    }
+
     /// Backend request timeouts (`conn_timeout`, `node_timeout`).
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use cairn_common::config::{ClusterConfig, ConfigError};
 use cairn_common::http::Timeouts;
-use cairn_common::recon::{Ops, ReconCache};
+use cairn_common::recon::ReconCache;
 use cairn_common::server_config::{
     load_role_config, RoleConfig, ServerSection, DEFAULT_CONTAINER_PORT,
 };
@@ -261,16 +261,14 @@ pub async fn run_container_server(config: &Path) -> Result<(), RunError> {
     let file: ContainerServerFile = load_role_config(config)?;
     let cluster = file.server.load_cluster()?;
     let server = ContainerServer::new(file.settings(&cluster), cluster.hash_path_secret());
-    let mut opts = file.server.serve_options("container-server");
-    opts.ops = Some(Arc::new(Ops::new(
-        file.server.ops_config(Some(cluster.ring_dir())),
-    )));
-    cairn_common::daemon::run_server(
-        file.server.bind_addr(DEFAULT_CONTAINER_PORT),
-        Arc::new(server),
-        opts,
-    )
-    .await?;
+    file.server
+        .serve(
+            "container-server",
+            DEFAULT_CONTAINER_PORT,
+            cluster.ring_dir(),
+            server,
+        )
+        .await?;
     Ok(())
 }
 

@@ -31,11 +31,9 @@
 //! [`crate::expirer::ExpirerSection`] ([`crate::expirer::run_object_expirer`]).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_common::config::ConfigError;
-use cairn_common::recon::Ops;
 use cairn_common::server_config::{
     load_role_config, RoleConfig, ServerSection, DEFAULT_OBJECT_PORT,
 };
@@ -329,16 +327,14 @@ pub async fn run_object_server(config: &Path) -> Result<(), RunError> {
         .await
         .map_err(|e| RunError::Invalid(format!("startup cleanup failed: {e}")))?;
     let server = ObjectServer::new(settings, cluster.hash_path_secret());
-    let mut opts = file.server.serve_options("object-server");
-    opts.ops = Some(Arc::new(Ops::new(
-        file.server.ops_config(Some(cluster.ring_dir())),
-    )));
-    cairn_common::daemon::run_server(
-        file.server.bind_addr(DEFAULT_OBJECT_PORT),
-        Arc::new(server),
-        opts,
-    )
-    .await?;
+    file.server
+        .serve(
+            "object-server",
+            DEFAULT_OBJECT_PORT,
+            cluster.ring_dir(),
+            server,
+        )
+        .await?;
     Ok(())
 }
 
