@@ -41,7 +41,8 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         .into()
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equal byte strings, compared in constant time (signatures, keys).
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -75,6 +76,14 @@ pub enum Auth {
     /// A token that is not ours, expired, or tampered: always 401.
     Invalid,
     User(Identity),
+    /// A request signed with a temp-URL key (a TempURL, or the uploads of a FormPost
+    /// form): it may touch only this account, or only this container of it when a
+    /// container's key signed it (Swift's `authorize_same_account` and
+    /// `authorize_same_container`); never as an owner.
+    TempUrl {
+        account: String,
+        container: Option<String>,
+    },
 }
 
 struct User {
@@ -330,6 +339,17 @@ impl TempAuth {
     pub fn authorize(&self, auth: &Auth, req: &AuthzRequest<'_>) -> Result<bool, StatusCode> {
         let ident = match auth {
             Auth::Invalid => return Err(StatusCode::UNAUTHORIZED),
+            Auth::TempUrl { account, container } => {
+                let same = req.account == account
+                    && container
+                        .as_deref()
+                        .is_none_or(|c| req.container == Some(c));
+                return if same {
+                    Ok(false)
+                } else {
+                    Err(StatusCode::UNAUTHORIZED)
+                };
+            }
             Auth::Anonymous => None,
             Auth::User(i) => Some(i),
         };
@@ -873,6 +893,43 @@ mod tests {
             acl: None,
         };
         assert_eq!(a.authorize(&admin, &req), Err(StatusCode::FORBIDDEN));
+    }
+
+    #[test]
+    fn temp_url_scopes() {
+        let a = auth();
+        let req = |account: &'static str, container: Option<&'static str>| AuthzRequest {
+            method: &Method::GET,
+            account,
+            container,
+            object: container.map(|_| "o"),
+            referer: None,
+            acl: None,
+        };
+        let acct = Auth::TempUrl {
+            account: "AUTH_test".into(),
+            container: None,
+        };
+        let cont = Auth::TempUrl {
+            account: "AUTH_test".into(),
+            container: Some("c".into()),
+        };
+        assert_eq!(
+            a.authorize(&acct, &req("AUTH_test", Some("other"))),
+            Ok(false)
+        );
+        assert_eq!(a.authorize(&acct, &req("AUTH_test", None)), Ok(false));
+        assert_eq!(
+            a.authorize(&acct, &req("AUTH_other", Some("c"))),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(a.authorize(&cont, &req("AUTH_test", Some("c"))), Ok(false));
+        for (acc, c) in [("AUTH_test", Some("other")), ("AUTH_test", None)] {
+            assert_eq!(
+                a.authorize(&cont, &req(acc, c)),
+                Err(StatusCode::UNAUTHORIZED)
+            );
+        }
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct AccountInfo {
     pub bytes_used: u64,
     /// `X-Account-Meta-Quota-Bytes`.
     pub quota_bytes: Option<u64>,
+    /// `X-Account-Meta-Temp-URL-Key` and `-Key-2`, as set (TempURL and FormPost).
+    pub temp_url_keys: Vec<String>,
 }
 
 impl AccountInfo {
@@ -91,6 +93,13 @@ impl AccountInfo {
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0),
             quota_bytes: get(h, "x-account-meta-quota-bytes").and_then(|v| v.trim().parse().ok()),
+            temp_url_keys: [
+                "x-account-meta-temp-url-key",
+                "x-account-meta-temp-url-key-2",
+            ]
+            .iter()
+            .filter_map(|n| get(h, n).map(str::to_string))
+            .collect(),
         }
     }
 }

@@ -44,6 +44,17 @@ pub(crate) async fn handle(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
     }
 }
 
+/// Non-owners may not set owner-only headers: Swift drops them silently (and Cairn also
+/// drops their `X-Remove-` forms, which would otherwise clear an ACL or a temp-URL key).
+fn strip_owner_headers(ctx: &mut Ctx) {
+    for h in OWNER_HEADERS {
+        ctx.headers.remove(h);
+        if let Some(rest) = h.strip_prefix("x-") {
+            ctx.headers.remove(format!("x-remove-{rest}"));
+        }
+    }
+}
+
 fn names(ctx: &Ctx) -> (String, String) {
     (
         ctx.account.clone(),
@@ -281,8 +292,10 @@ async fn send(
 
 async fn put(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
     let (a, c) = names(ctx);
-    if let Err(r) = p.authorize(ctx, None).await {
-        return r;
+    match p.authorize(ctx, None).await {
+        Ok(true) => {}
+        Ok(false) => strip_owner_headers(ctx),
+        Err(r) => return r,
     }
     let mut extra = match write_headers(p, ctx) {
         Ok(h) => h,
@@ -353,8 +366,10 @@ async fn put(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
 
 async fn post(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
     let (a, c) = names(ctx);
-    if let Err(r) = p.authorize(ctx, None).await {
-        return r;
+    match p.authorize(ctx, None).await {
+        Ok(true) => {}
+        Ok(false) => strip_owner_headers(ctx),
+        Err(r) => return r,
     }
     let extra = match write_headers(p, ctx) {
         Ok(h) => h,

@@ -5,7 +5,8 @@
 //! the account, container and object controllers with ring placement, quorum writes and
 //! failover reads, streaming object PUT (`Expect: 100-continue` to every replica) and
 //! GET (resumed from another replica if a node fails mid-stream), server-side copy,
-//! large objects (DLO/SLO), bulk delete, container quotas, `/info` and CORS basics.
+//! large objects (DLO/SLO), bulk delete, container quotas, TempURL and FormPost, `/info`
+//! and CORS basics.
 //!
 //! Construct with [`ProxyServer::from_config_file`] (or [`Proxy::new`] with explicit
 //! [`Rings`]) and serve it with `cairn_common::http::serve`, or call [`run`] (inside a
@@ -23,7 +24,8 @@
 //! PUT), [`resume`] (resuming GETs), [`cache`] (account/container info),
 //! `account`/`container`/`object` controllers, [`largeobj`], [`bulk`], [`info`],
 //! [`cors`], [`server`] (routing, the edge and the handler), [`affinity`] (read
-//! ordering and write affinity) and [`repair`] (read repair).
+//! ordering and write affinity), [`repair`] (read repair), [`signature`] (temp-URL keys
+//! and HMACs), [`tempurl`] and [`formpost`].
 
 // Controllers return early with a ready client response as their error value; boxing
 // it would only add allocations on the error path.
@@ -36,6 +38,7 @@ pub mod bulk;
 pub mod cache;
 pub mod config;
 pub mod cors;
+pub mod formpost;
 pub mod headers;
 pub mod info;
 pub mod largeobj;
@@ -45,6 +48,8 @@ pub mod quorum;
 pub mod repair;
 pub mod resume;
 pub mod server;
+pub mod signature;
+pub mod tempurl;
 pub mod versioning;
 
 mod account;

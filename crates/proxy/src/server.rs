@@ -129,6 +129,9 @@ pub struct Ctx {
     pub auth: Auth,
     /// `scheme://host[:port]` of this request.
     pub host_url: String,
+    /// The client's address (TempURL's `temp_url_ip_range`); `None` for hand-built
+    /// requests.
+    pub remote: Option<std::net::IpAddr>,
     /// The client's body (in a mutex so that `&Ctx` is `Sync` across awaits).
     pub body: std::sync::Mutex<Option<RequestBody>>,
     /// The proxy itself, for work that outlives the handler (streaming large objects).
@@ -150,6 +153,7 @@ impl Ctx {
             object: self.object.clone(),
             auth: self.auth.clone(),
             host_url: self.host_url.clone(),
+            remote: self.remote,
             body: std::sync::Mutex::new(None),
             proxy: self.proxy.clone(),
         }
@@ -381,6 +385,10 @@ impl Proxy {
                 return error_with(StatusCode::BAD_REQUEST, e.message);
             }
         }
+        let remote = req
+            .extensions()
+            .get::<RequestInfo>()
+            .map(|i| i.remote.ip().to_canonical());
         let (parts, body) = req.into_parts();
         if parts.headers.len() > self.constraints.max_header_count() {
             return error_with(
@@ -406,11 +414,19 @@ impl Proxy {
             object,
             auth,
             host_url,
+            remote,
             body: std::sync::Mutex::new(Some(body)),
             proxy: self.clone(),
         };
         if method == Method::OPTIONS {
             return crate::cors::options(self, &ctx).await;
+        }
+        // TempURL sits before FormPost, as in Swift's pipeline.
+        if let Some(resp) = crate::tempurl::handle(self, &mut ctx).await {
+            return resp;
+        }
+        if let Some(resp) = crate::formpost::handle(self, &mut ctx).await {
+            return resp;
         }
         match (&ctx.container, &ctx.object) {
             (Some(_), Some(_)) => crate::object::handle(self, &mut ctx).await,

@@ -21,6 +21,8 @@ use cairn_ring::{Device, Ring, RingData};
 
 use crate::{Proxy, ProxyConfig, ProxyServer, RingSource, Rings};
 
+mod temp_urls;
+
 const NORMAL: u8 = 0;
 const FULL: u8 = 1; // 507
 const BROKEN: u8 = 2; // 503
