@@ -62,6 +62,8 @@ enum Command {
     AccountReplicator(DaemonArgs),
     /// Checks every account database's integrity; quarantines broken ones.
     AccountAuditor(DaemonArgs),
+    /// Deletes the containers and objects of accounts marked deleted.
+    AccountReaper(DaemonArgs),
     /// Load generator for any Swift-API endpoint (put, get, head, delete, list, mixed).
     Bench(cairn_bench::BenchArgs),
     /// Deletes objects whose X-Delete-At has passed, from the expiring-objects queue.
@@ -148,6 +150,10 @@ fn main() -> ExitCode {
                 &d.config, d.once,
             ))
             .map_err(|e| e.to_string())
+        }),
+        Command::AccountReaper(d) => serve("account-reaper", |rt| {
+            rt.block_on(cairn_account::config::run_account_reaper(&d.config, d.once))
+                .map_err(|e| e.to_string())
         }),
         Command::ProxyServer(a) => serve("proxy-server", |rt| {
             rt.block_on(cairn_proxy::run(&a.config))

@@ -1,8 +1,9 @@
 //! `account-server.toml` (`DESIGN.md`, "Configuration"): the shared `[server]` table plus
-//! `[account-server]`, `[account-replicator]` and `[account-auditor]`, and the functions
-//! the binary calls: [`run_account_server`] (`cairn account-server --config FILE`),
-//! [`run_account_replicator`] (`cairn account-replicator --config FILE [--once]`) and
-//! [`run_account_auditor`] (`cairn account-auditor --config FILE [--once]`).
+//! `[account-server]`, `[account-replicator]`, `[account-auditor]` and `[account-reaper]`,
+//! and the functions the binary calls: [`run_account_server`] (`cairn account-server
+//! --config FILE`), [`run_account_replicator`] (`cairn account-replicator --config FILE
+//! [--once]`), [`run_account_auditor`] (`cairn account-auditor --config FILE [--once]`)
+//! and [`run_account_reaper`] (`cairn account-reaper --config FILE [--once]`).
 //!
 //! ```toml
 //! [server]
@@ -23,6 +24,12 @@
 //! [account-auditor]
 //! interval = 1800
 //! accounts_per_second = 200
+//!
+//! [account-reaper]
+//! interval = 3600
+//! concurrency = 25
+//! delay_reaping = 0
+//! reap_warn_after = 2592000
 //! ```
 //!
 //! The replicator's local devices are the account ring's devices whose `ip:port` or
@@ -42,6 +49,7 @@ use cairn_db::AccountKind;
 use cairn_ring::RingWatcher;
 use serde::Deserialize;
 
+use crate::reaper::{AccountReaper, ReaperRings, ReaperSection};
 use crate::server::{AccountServer, AccountServerSettings};
 
 /// The `[account-server]` table.
@@ -91,6 +99,8 @@ pub struct AccountServerFile {
     pub replicator: DbReplicatorSection,
     #[serde(default, rename = "account-auditor")]
     pub auditor: AccountAuditorSection,
+    #[serde(default, rename = "account-reaper")]
+    pub reaper: ReaperSection,
 }
 
 impl RoleConfig for AccountServerFile {
@@ -109,7 +119,7 @@ impl RoleConfig for AccountServerFile {
                 "account-auditor.accounts_per_second must be >= 0, not {aps}"
             ));
         }
-        Ok(())
+        self.reaper.validate()
     }
 }
 
@@ -149,6 +159,8 @@ impl AccountServerFile {
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Reaper(#[from] crate::reaper::ReapError),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -199,6 +211,27 @@ pub async fn run_account_auditor(config: &Path, once: bool) -> Result<(), RunErr
     cairn_db::daemon::run_auditor::<AccountKind>(
         "account-auditor",
         file.auditor_settings(),
+        Some(file.server.recon_cache_path.clone()),
+        once,
+    )
+    .await?;
+    Ok(())
+}
+
+/// `cairn account-reaper --config account-server.toml [--once]`: delete the contents of
+/// accounts marked deleted (see [`crate::reaper`]) every `interval` (or once) until
+/// SIGTERM/SIGINT. Call inside a tokio runtime.
+pub async fn run_account_reaper(config: &Path, once: bool) -> Result<(), RunError> {
+    let file: AccountServerFile = load_role_config(config)?;
+    let cluster = file.server.load_cluster()?;
+    let rings = ReaperRings::load(&cluster)?;
+    let reaper = AccountReaper::new(
+        file.reaper.settings(&file.server),
+        cluster.hash_path_secret(),
+    );
+    crate::reaper::run_reaper(
+        reaper,
+        rings,
         Some(file.server.recon_cache_path.clone()),
         once,
     )
