@@ -27,6 +27,11 @@ pub(crate) async fn handle(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
         "GET" | "HEAD" => get_or_head(p, ctx).await,
         "POST" => post(p, ctx).await,
         "PUT" | "DELETE" => {
+            // Swift: a typo'd query on an account DELETE (meant for some middleware)
+            // must not delete the account.
+            if ctx.method == Method::DELETE && ctx.query.as_deref().is_some_and(|q| !q.is_empty()) {
+                return status_response(StatusCode::BAD_REQUEST);
+            }
             if !p.cfg.proxy.allow_account_management {
                 let mut r = status_response(StatusCode::METHOD_NOT_ALLOWED);
                 r.headers_mut()
@@ -192,8 +197,13 @@ async fn get_or_head(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
             resp
         }
         GetOutcome::Failed(replies) => {
-            let best = p.read_failure(&replies);
-            if best.status == 404 && p.cfg.proxy.account_autocreate {
+            let mut best = p.read_failure(&replies);
+            let marked_deleted = cairn_common::http::header_str(&best.headers, "x-account-status")
+                .is_some_and(|v| v.eq_ignore_ascii_case("deleted"));
+            if best.status == 404 && marked_deleted {
+                // Swift answers 410 for an account being reaped, and never autocreates it.
+                best.status = 410;
+            } else if best.status == 404 && p.cfg.proxy.account_autocreate {
                 return autocreated_listing(ctx);
             }
             reply_to_client(&best)
