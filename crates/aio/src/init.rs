@@ -203,7 +203,10 @@ fn role_tables(shape: &Shape, n: u16, role: Role) -> String {
             "\n[container-replicator]\ninterval = 30\nreclaim_age = {age}\n\n\
              [container-updater]\ninterval = 30\n"
         ),
-        Role::Account => format!("\n[account-replicator]\ninterval = 30\nreclaim_age = {age}\n"),
+        Role::Account => format!(
+            "\n[account-replicator]\ninterval = 30\nreclaim_age = {age}\n\n\
+             [account-reaper]\ninterval = 30\n"
+        ),
     }
 }
 

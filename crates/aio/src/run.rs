@@ -46,6 +46,7 @@ pub const NODE_DAEMONS: &[(&str, Role)] = &[
     ("container-auditor", Role::Container),
     ("account-replicator", Role::Account),
     ("account-auditor", Role::Account),
+    ("account-reaper", Role::Account),
 ];
 
 /// Every process of the cluster, storage nodes first and the proxy last.
