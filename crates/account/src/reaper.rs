@@ -159,7 +159,7 @@ impl ReaperSettings {
 pub enum ReapError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error("{path}: {source}")]
+    #[error("{}", ring_message(path, source))]
     Ring { path: PathBuf, source: RingError },
     #[error("blocking task failed: {0}")]
     Task(String),
@@ -172,6 +172,14 @@ pub struct ReaperRings {
     account: RingWatcher,
     container: RingWatcher,
     objects: Vec<(u32, RingWatcher)>,
+}
+
+/// A ring error names its file only when it is a file error; name it for the others.
+fn ring_message(path: &Path, e: &RingError) -> String {
+    match e {
+        RingError::File(_) => e.to_string(),
+        _ => format!("{}: {e}", path.display()),
+    }
 }
 
 fn watch(path: PathBuf) -> Result<RingWatcher, ReapError> {
