@@ -25,8 +25,10 @@
 //! tree: never into a node already at its `max` for that partition, into a node below its
 //! `min` if there is one, else into a node with room (`parts_available`, chosen at random in
 //! proportion to it). Then balance rounds move replicas from devices holding more than they
-//! want to devices wanting more, only where the walk allows. See [`rebalance`] for the
-//! details and why each step terminates and moves little.
+//! want to devices wanting more, only where the walk allows, and a last step takes back
+//! the moves that turned out needless (detours through a device that did not need the
+//! part). See [`rebalance`] for the details and why each step terminates and moves
+//! little.
 //!
 //! # Placement rules
 //!

@@ -30,7 +30,16 @@
 //!    device at least two parts less overweight, whose partitions may reach the
 //!    underweight devices; an original (not fresh) slot only diffuses off a device more
 //!    than 1 % over its share, as such moves cost data movement.
-//! 8. Count changed slots, reset `last_part_moves` of changed partitions, drop the devices
+//! 8. **Tidy** (`rebalance/tidy.rs`): take back moves that turned out needless, since
+//!    greedy placement and balance rounds often reach a device through a detour (a
+//!    replica that could not go where parts were wanted went elsewhere, and a second
+//!    move fed the wanting device). Reverts, swap-backs and, on rings of up to 256
+//!    devices, negative cycles of moves between devices are undone without changing any
+//!    device's count or breaking any limit. Then a device that only changed rows inside
+//!    a partition goes back to its old row. Checked against the exact minimum (a
+//!    min-cost flow in the property tests): equal in all but a handful of thousands of
+//!    random changes.
+//! 9. Count changed slots, reset `last_part_moves` of changed partitions, drop the devices
 //!    that were marked for removal, bump `version`, record the seed and dispersion.
 //!
 //! # With a placement rule (`super::placement`)
@@ -64,6 +73,8 @@
 //! children of one node (per-node `parts_available` and `best_pw` are kept up to date on
 //! every move, so no walk sums anything), so a 2^18-partition, 3-replica, 1,200-device
 //! rebalance is a few million node visits. No step scans all devices per partition.
+//! Tidying is linear in the changed slots, except the cycle search, which is capped by
+//! a fixed work budget (it is cubic in the devices).
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -73,6 +84,8 @@ use super::placement::PlacementRule;
 use super::plan::{Tree, DEVICE_LEVEL};
 use super::{row_lengths, unix_now, BuilderError, RingBuilder, SeedRecord, NONE_DEV};
 use crate::types::Device;
+
+mod tidy;
 
 /// Balance rounds per rebalance (each is one scan over the partitions).
 pub const MAX_ROUNDS: usize = 64;
@@ -523,6 +536,8 @@ impl Engine<'_> {
             }
             diffuse = moves == 0;
         }
+        self.tidy();
+        self.align_rows();
         if self.rows.iter().any(|row| row.contains(&NONE_DEV)) {
             return Err(BuilderError::Corrupt(
                 "internal error: a part-replica could not be placed".into(),
