@@ -50,9 +50,13 @@ impl Engine<'_> {
             if found == 0 {
                 found = self.cancel_cycles(&mut budget);
             }
+            let spent = CYCLE_WORK_BUDGET - budget;
             if found == 0 {
+                (self.progress)("tidying", CYCLE_WORK_BUDGET, CYCLE_WORK_BUDGET);
                 return saved;
             }
+            // The cycle search is what can take a while: report its share of the budget.
+            (self.progress)("tidying", spent, CYCLE_WORK_BUDGET);
             saved += found;
         }
     }
