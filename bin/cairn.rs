@@ -303,10 +303,29 @@ fn check_cluster(file: &std::path::Path) -> Result<String, String> {
     let config = cairn_common::config::ClusterConfig::load(file).map_err(|e| e.to_string())?;
     let n = config.policies.len();
     Ok(format!(
-        "cluster file, {n} storage polic{}, default {:?}",
+        "cluster file, {n} storage polic{}, default {:?}, {}",
         if n == 1 { "y" } else { "ies" },
-        config.default_policy().name
+        config.default_policy().name,
+        constraint_overrides(&config.constraints)
     ))
+}
+
+/// Which constraints differ from Swift's defaults, so an operator sees that an override
+/// took effect (`constraints: max_meta_count = 3`).
+fn constraint_overrides(c: &cairn_common::constraints::Constraints) -> String {
+    let table =
+        |c: &cairn_common::constraints::Constraints| toml::Table::try_from(c).unwrap_or_default();
+    let defaults = table(&Default::default());
+    let changed: Vec<String> = table(c)
+        .into_iter()
+        .filter(|(k, v)| defaults.get(k) != Some(v))
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    if changed.is_empty() {
+        "default constraints".to_string()
+    } else {
+        format!("constraints: {}", changed.join(", "))
+    }
 }
 
 /// A server-role file and the cluster file it names.

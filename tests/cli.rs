@@ -46,6 +46,35 @@ fn check_config_names_the_bad_key_and_exits_2() {
 }
 
 #[test]
+fn check_config_reports_and_checks_constraints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cairn.toml");
+    let path = file.to_str().expect("utf-8");
+    let base = "[cluster]\nhash_path_suffix = \"x\"\n[constraints]\n";
+    std::fs::write(&file, format!("{base}max_meta_count = 3\n")).expect("write");
+    let out = cairn(&["check-config", path]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("constraints: max_meta_count = 3"),
+        "{stdout}"
+    );
+    for (bad, key) in [
+        (
+            "max_object_name_length = 0",
+            "constraints.max_object_name_length",
+        ),
+        ("max_file_size = -5", "max_file_size"),
+        ("max_meta_cnt = 3", "max_meta_cnt"),
+    ] {
+        std::fs::write(&file, format!("{base}{bad}\n")).expect("write");
+        let out = cairn(&["check-config", path]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(stderr(&out).contains(key), "{bad}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn ring_cli_builds_a_ring_and_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let builder = dir.path().join("object.builder");

@@ -29,26 +29,42 @@ impl Cluster {
     }
 
     pub fn start_with(nodes: u16, extra: &[&str]) -> Cluster {
+        let mut cluster = Self::new(nodes);
+        cluster.spawn(extra);
+        cluster
+    }
+
+    /// Like [`Cluster::start`], but `edit` may change the files of `DIR/etc` (cluster
+    /// file, proxy file, rings) between `cairn aio init` and the start.
+    pub fn start_edited(nodes: u16, edit: impl FnOnce(&Path)) -> Cluster {
+        let mut cluster = Self::new(nodes);
+        cluster.init();
+        edit(&cluster.data_dir().join("etc"));
+        cluster.spawn(&[]);
+        cluster
+    }
+
+    /// A cluster with its directory and free ports, not yet initialised or started.
+    fn new(nodes: u16) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("cairn-e2e-")
             .tempdir()
             .expect("temp dir");
         let (proxy_port, port_base) = free_ports(nodes);
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             proxy_port,
             port_base,
             nodes,
             child: None,
-        };
-        cluster.spawn(extra);
-        cluster
+        }
     }
 
-    fn spawn(&mut self, extra: &[&str]) {
-        let log = std::fs::File::create(self.dir.path().join("aio.out")).expect("log file");
-        let child = Command::new(CAIRN)
-            .arg("aio")
+    /// `cairn aio [sub…]` with this cluster's directory, ports and node count.
+    fn aio(&self, sub: &[&str]) -> Command {
+        let mut cmd = Command::new(CAIRN);
+        cmd.arg("aio")
+            .args(sub)
             .arg("--dir")
             .arg(self.data_dir())
             .arg("--proxy-port")
@@ -56,7 +72,24 @@ impl Cluster {
             .arg("--port-base")
             .arg(self.port_base.to_string())
             .arg("--nodes")
-            .arg(self.nodes.to_string())
+            .arg(self.nodes.to_string());
+        cmd
+    }
+
+    /// `cairn aio init` with this cluster's shape (the start then reuses the directory).
+    fn init(&self) {
+        let out = self.aio(&["init"]).output().expect("run cairn aio init");
+        assert!(
+            out.status.success(),
+            "cairn aio init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::File::create(self.dir.path().join("aio.out")).expect("log file");
+        let child = self
+            .aio(&[])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -280,6 +313,29 @@ impl Client {
             &all,
             body,
         )
+    }
+}
+
+/// Change a TOML file through its parsed form, so that a test setting a key of a table
+/// `cairn aio init` already wrote replaces it instead of adding a second table.
+pub fn edit_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut table: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    edit(&mut table);
+    let text = toml::to_string(&table).expect("serialise toml");
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// `table[name]`, created empty if missing (a `[name]` table of a TOML file).
+pub fn toml_table<'a>(table: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+    let entry = table
+        .entry(name.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => t,
+        other => panic!("{name} is not a table: {other}"),
     }
 }
 

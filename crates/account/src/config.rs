@@ -135,6 +135,7 @@ impl AccountServerFile {
             .map(|p| (p.index, p.name.clone()))
             .collect();
         s.replication_server = self.server.replication_server;
+        s.constraints = cluster.constraints.clone();
         s
     }
 
@@ -174,12 +175,7 @@ pub async fn run_account_server(config: &Path) -> Result<(), RunError> {
     let cluster = file.server.load_cluster()?;
     let server = AccountServer::new(file.settings(&cluster), cluster.hash_path_secret());
     file.server
-        .serve(
-            "account-server",
-            DEFAULT_ACCOUNT_PORT,
-            cluster.ring_dir(),
-            server,
-        )
+        .serve("account-server", DEFAULT_ACCOUNT_PORT, &cluster, server)
         .await?;
     Ok(())
 }

@@ -330,6 +330,7 @@ impl AccountServer {
     ) -> Result<Response<Body>, HttpError> {
         let ts = x_timestamp(headers)?;
         let md = request_metadata(headers, ts, &self.settings().constraints)?;
+        let limits = self.settings().constraints.clone();
         let outcome = blocking(move || {
             let (broker, created) =
                 AccountBroker::create(&db_file, &account, ts).map_err(db_error)?;
@@ -347,7 +348,9 @@ impl AccountServer {
                 was_deleted
             };
             if !md.is_empty() {
-                broker.update_metadata(&md, true).map_err(db_error)?;
+                broker
+                    .update_metadata(&md, Some(&limits))
+                    .map_err(db_error)?;
             }
             Ok(if created {
                 AccountPut::Created
@@ -400,6 +403,7 @@ impl AccountServer {
         let md = request_metadata(req.headers(), ts, &self.settings().constraints)?;
         let (_, _, db_file) = self.db_file(req.uri().path(), false).await?;
         drop(req);
+        let limits = self.settings().constraints.clone();
         let gone = blocking(move || {
             let broker = match AccountBroker::open(&db_file) {
                 Ok(b) => b,
@@ -410,7 +414,9 @@ impl AccountServer {
                 return Ok(Some(broker.is_status_deleted().map_err(db_error)?));
             }
             if !md.is_empty() {
-                broker.update_metadata(&md, true).map_err(db_error)?;
+                broker
+                    .update_metadata(&md, Some(&limits))
+                    .map_err(db_error)?;
             }
             Ok(None)
         })

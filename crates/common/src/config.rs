@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use cairn_ring::HashPathSecret;
 
+use crate::constraints::Constraints;
+
 /// Why a configuration file was refused. The message names the file and the bad key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,6 +87,8 @@ struct RawClusterFile {
     cluster: ClusterSection,
     #[serde(default)]
     policy: Vec<PolicyConfig>,
+    #[serde(default)]
+    constraints: Constraints,
 }
 
 /// The parsed and checked `cairn.toml`.
@@ -93,6 +97,9 @@ pub struct ClusterConfig {
     pub cluster: ClusterSection,
     /// Sorted by index; never empty (policy 0 "Policy-0" when none is configured).
     pub policies: Vec<PolicyConfig>,
+    /// The effective request constraints (Swift's defaults unless `[constraints]` says
+    /// otherwise); every server enforces these and the proxy's `/info` reports them.
+    pub constraints: Constraints,
     /// The directory of the file, against which relative paths resolve.
     pub base_dir: PathBuf,
 }
@@ -112,7 +119,7 @@ impl ClusterConfig {
     pub fn parse(text: &str, name: &str, base_dir: PathBuf) -> Result<Self, ConfigError> {
         let raw: RawClusterFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: name.to_string(),
-            message: one_line(&e.to_string()),
+            message: toml_error(text, &e),
         })?;
         let invalid = |message: String| ConfigError::Invalid {
             path: name.to_string(),
@@ -125,9 +132,11 @@ impl ClusterConfig {
             ));
         }
         let policies = check_policies(raw.policy).map_err(invalid)?;
+        raw.constraints.validate().map_err(invalid)?;
         Ok(ClusterConfig {
             cluster: raw.cluster,
             policies,
+            constraints: raw.constraints,
             base_dir,
         })
     }
@@ -212,23 +221,18 @@ fn check_policies(mut policies: Vec<PolicyConfig>) -> Result<Vec<PolicyConfig>, 
     Ok(policies)
 }
 
-/// toml's errors span several lines with a source excerpt; keep the first line plus key.
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .filter(|l| !is_excerpt_line(l))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// Source excerpt lines of a toml error: `3 | foo=1`, `  |`, `  ^`.
-fn is_excerpt_line(line: &str) -> bool {
-    let t = line.trim();
-    t.is_empty()
-        || t.starts_with('|')
-        || t.starts_with('^')
-        || t.split_once('|')
-            .is_some_and(|(head, _)| head.trim().chars().all(|c| c.is_ascii_digit()))
+/// toml's own errors span several lines around a source excerpt; keep them on one line
+/// and quote the offending line, which holds the key even when the message (a type error,
+/// `invalid value: integer `-1`, expected u64`) does not name it.
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(start) = e.span().map(|s| s.start) else {
+        return message;
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    format!("line {line_no} `{line}`: {message}")
 }
 
 #[cfg(test)]
@@ -257,6 +261,57 @@ mod tests {
     #[test]
     fn secrets_are_required() {
         assert!(parse("[cluster]\n").is_err());
+    }
+
+    #[test]
+    fn constraints_default_and_override() {
+        let c = parse("[cluster]\nhash_path_suffix = \"s\"\n").unwrap();
+        assert_eq!(c.constraints, Constraints::default());
+        let c = parse(
+            "[cluster]\nhash_path_suffix = \"s\"\n[constraints]\nmax_meta_count = 3\n\
+             max_object_name_length = 20\nmax_file_size = 100\nextra_header_count = 4\n\
+             valid_api_versions = [\"v1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.constraints.max_meta_count, 3);
+        assert_eq!(c.constraints.max_object_name_length, 20);
+        assert_eq!(c.constraints.max_file_size, 100);
+        assert_eq!(c.constraints.max_header_count(), 3 + 36 + 4);
+        assert_eq!(c.constraints.valid_api_versions, ["v1"]);
+        assert_eq!(c.constraints.max_meta_value_length, 256);
+    }
+
+    #[test]
+    fn bad_constraints_name_the_key() {
+        for (bad, key) in [
+            ("max_meta_cnt = 3", "max_meta_cnt"),
+            ("max_file_size = -1", "max_file_size"),
+            ("max_file_size = \"big\"", "max_file_size"),
+            (
+                "max_object_name_length = 0",
+                "constraints.max_object_name_length",
+            ),
+            (
+                "container_listing_limit = 0",
+                "constraints.container_listing_limit",
+            ),
+            ("max_header_size = 1000000", "constraints.max_header_size"),
+            ("extra_header_count = -1", "constraints.extra_header_count"),
+            ("max_meta_count = 20000", "constraints.max_meta_count"),
+            ("valid_api_versions = []", "constraints.valid_api_versions"),
+            (
+                "valid_api_versions = [\"v/1\"]",
+                "constraints.valid_api_versions",
+            ),
+            (
+                "auto_create_account_prefix = \"_\"",
+                "auto_create_account_prefix",
+            ),
+        ] {
+            let text = format!("[cluster]\nhash_path_suffix = \"s\"\n[constraints]\n{bad}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The effective constraint values. Every field defaults to Swift's value.
+/// The effective constraint values. Every field defaults to Swift's value; the cluster
+/// file's `[constraints]` table overrides them ([`Constraints::validate`] checks it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Constraints {
@@ -21,6 +22,9 @@ pub struct Constraints {
     pub max_account_name_length: usize,
     pub max_container_name_length: usize,
     pub valid_api_versions: Vec<String>,
+    /// Reported in `/info` but not configurable here: the account and container servers
+    /// take it from their own files, and two sources could disagree.
+    #[serde(skip_deserializing)]
     pub auto_create_account_prefix: String,
 }
 
@@ -45,10 +49,84 @@ impl Default for Constraints {
     }
 }
 
+/// Most request headers any configuration may allow: the HTTP servers reserve room for
+/// `max_header_count` headers on every request, so a huge value would cost memory per
+/// connection.
+pub const MAX_HEADER_COUNT_CEILING: usize = 10_000;
+/// Largest `max_header_size`: the HTTP servers read at most ~400 KiB of request head, so a
+/// larger header value could never arrive to be checked.
+pub const MAX_HEADER_SIZE_CEILING: usize = 65_536;
+
 impl Constraints {
-    /// `max_meta_count + 36 + max(extra_header_count, 0)` (126 by default).
+    /// `max_meta_count + 36 + max(extra_header_count, 0)` (126 by default), as Swift's
+    /// `MAX_HEADER_COUNT`.
     pub fn max_header_count(&self) -> usize {
-        self.max_meta_count + 36 + usize::try_from(self.extra_header_count.max(0)).unwrap_or(0)
+        let extra = usize::try_from(self.extra_header_count.max(0)).unwrap_or(usize::MAX);
+        self.max_meta_count.saturating_add(36).saturating_add(extra)
+    }
+
+    /// Checks on operator overrides; the message names the key (`constraints.<key>`).
+    /// Zero lengths and limits are refused because they would reject every request of
+    /// that kind; metadata count and size may be 0 (no user metadata at all).
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("max_file_size", self.max_file_size),
+            ("max_meta_name_length", self.max_meta_name_length as u64),
+            ("max_meta_value_length", self.max_meta_value_length as u64),
+            ("max_header_size", self.max_header_size as u64),
+            ("max_object_name_length", self.max_object_name_length as u64),
+            ("container_listing_limit", self.container_listing_limit),
+            ("account_listing_limit", self.account_listing_limit),
+            (
+                "max_account_name_length",
+                self.max_account_name_length as u64,
+            ),
+            (
+                "max_container_name_length",
+                self.max_container_name_length as u64,
+            ),
+        ] {
+            if v == 0 {
+                return Err(format!("constraints.{key} must be at least 1"));
+            }
+        }
+        if self.max_header_size > MAX_HEADER_SIZE_CEILING {
+            return Err(format!(
+                "constraints.max_header_size must be at most {MAX_HEADER_SIZE_CEILING}, not {}",
+                self.max_header_size
+            ));
+        }
+        if self.extra_header_count < 0 {
+            return Err(format!(
+                "constraints.extra_header_count must be >= 0, not {}",
+                self.extra_header_count
+            ));
+        }
+        if self.max_header_count() > MAX_HEADER_COUNT_CEILING {
+            return Err(format!(
+                "constraints.max_meta_count + 36 + constraints.extra_header_count \
+                 (max_header_count) must be at most {MAX_HEADER_COUNT_CEILING}, not {}",
+                self.max_header_count()
+            ));
+        }
+        self.validate_api_versions()
+    }
+
+    /// At least one version, each a single non-empty path segment (`v1`).
+    fn validate_api_versions(&self) -> Result<(), String> {
+        if self.valid_api_versions.is_empty() {
+            return Err("constraints.valid_api_versions must not be empty".to_string());
+        }
+        match self
+            .valid_api_versions
+            .iter()
+            .find(|v| v.is_empty() || v.contains(['/', '\0']))
+        {
+            Some(bad) => Err(format!(
+                "constraints.valid_api_versions: {bad:?} is not a path segment"
+            )),
+            None => Ok(()),
+        }
     }
 }
 

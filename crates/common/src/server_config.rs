@@ -49,6 +49,10 @@ pub const DEFAULT_CONTAINER_PORT: u16 = 6201;
 pub const DEFAULT_ACCOUNT_PORT: u16 = 6202;
 pub const DEFAULT_PROXY_PORT: u16 = 8080;
 
+/// Headers a server accepts beyond `max_header_count`: room for what the proxy adds
+/// (`X-Timestamp`, `X-Backend-*`, container update headers, …).
+pub const BACKEND_HEADER_ROOM: usize = 64;
+
 /// The `[server]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -113,19 +117,24 @@ impl ServerSection {
 
     /// Serve `handler` on this section's address (the role's default port when none is
     /// set), with the operator endpoints (`/healthcheck`, `/metrics`, `/recon/...` of
-    /// this node's devices and of `ring_dir`), until SIGTERM/SIGINT. The one way every
-    /// storage server starts.
+    /// this node's devices and of the cluster's `ring_dir`), until SIGTERM/SIGINT. The one
+    /// way every storage server starts.
     pub async fn serve<H: crate::http::Handler>(
         &self,
         name: &str,
         default_port: u16,
-        ring_dir: PathBuf,
+        cluster: &ClusterConfig,
         handler: H,
     ) -> std::io::Result<()> {
         let mut opts = self.serve_options(name);
         opts.ops = Some(std::sync::Arc::new(crate::recon::Ops::new(
-            self.ops_config(Some(ring_dir)),
+            self.ops_config(Some(cluster.ring_dir())),
         )));
+        // The proxy forwards up to `max_header_count` client headers plus its own backend
+        // headers; a lower limit here would answer 431 to requests the proxy accepted.
+        opts.max_headers = opts
+            .max_headers
+            .max(cluster.constraints.max_header_count() + BACKEND_HEADER_ROOM);
         crate::daemon::run_server(
             self.bind_addr(default_port),
             std::sync::Arc::new(handler),
@@ -254,7 +263,7 @@ pub fn parse_role_config<T: RoleConfig>(
 ) -> Result<T, ConfigError> {
     let mut cfg: T = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: name.to_string(),
-        message: one_line(&e.to_string()),
+        message: crate::config::toml_error(text, &e),
     })?;
     cfg.server_mut().resolve_paths(base_dir);
     let invalid = |message: String| ConfigError::Invalid {
@@ -264,22 +273,6 @@ pub fn parse_role_config<T: RoleConfig>(
     cfg.server().validate().map_err(invalid)?;
     cfg.validate().map_err(invalid)?;
     Ok(cfg)
-}
-
-/// toml errors span several lines with a source excerpt; keep the message lines.
-fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .filter(|l| {
-            let t = l.trim();
-            !(t.is_empty()
-                || t.starts_with('|')
-                || t.starts_with('^')
-                || t.split_once('|')
-                    .is_some_and(|(head, _)| head.trim().chars().all(|c| c.is_ascii_digit())))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(test)]

@@ -201,6 +201,7 @@ impl ContainerServerFile {
         s.default_policy = cluster.default_policy().index;
         s.account_update_timeouts = self.server.timeouts();
         s.replication_server = self.server.replication_server;
+        s.constraints = cluster.constraints.clone();
         s
     }
 
@@ -262,12 +263,7 @@ pub async fn run_container_server(config: &Path) -> Result<(), RunError> {
     let cluster = file.server.load_cluster()?;
     let server = ContainerServer::new(file.settings(&cluster), cluster.hash_path_secret());
     file.server
-        .serve(
-            "container-server",
-            DEFAULT_CONTAINER_PORT,
-            cluster.ring_dir(),
-            server,
-        )
+        .serve("container-server", DEFAULT_CONTAINER_PORT, &cluster, server)
         .await?;
     Ok(())
 }

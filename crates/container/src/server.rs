@@ -300,6 +300,7 @@ impl ContainerServer {
         };
         let (a, c) = (p.account.clone(), p.container.clone());
         let db = db_file.clone();
+        let limits = self.settings().constraints.clone();
         let outcome = blocking(move || {
             let (broker, created) = ContainerBroker::create(&db, &a, &c, ts, i64::from(new_policy))
                 .map_err(db_error)?;
@@ -327,7 +328,9 @@ impl ContainerServer {
                 recreated
             };
             if !md.is_empty() {
-                broker.update_metadata(&md, true).map_err(db_error)?;
+                broker
+                    .update_metadata(&md, Some(&limits))
+                    .map_err(db_error)?;
             }
             Ok(PutOutcome::Done {
                 created,
@@ -430,13 +433,16 @@ impl ContainerServer {
         )?;
         let md = request_metadata(&headers, ts)?;
         let db_file = self.db_file(&p).await?;
+        let limits = self.settings().constraints.clone();
         blocking(move || {
             let broker = ContainerBroker::open(&db_file).map_err(db_error)?;
             if broker.is_deleted().map_err(db_error)? {
                 return Err(HttpError::new(StatusCode::NOT_FOUND, ""));
             }
             if !md.is_empty() {
-                broker.update_metadata(&md, true).map_err(db_error)?;
+                broker
+                    .update_metadata(&md, Some(&limits))
+                    .map_err(db_error)?;
             }
             Ok(())
         })

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use cairn_common::constraints::Constraints;
 use cairn_common::Timestamp;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{
@@ -24,10 +25,6 @@ use crate::error::{DbError, Result};
 use crate::pending::{decode_records, encode_record, PendingShared, LOCK_TIMEOUT};
 use crate::util::{chexor, fsync_dir, unix_now, DirLock};
 
-/// `max_meta_count` (PROTOCOLS "Constraints").
-pub const MAX_META_COUNT: usize = 90;
-/// `max_meta_overall_size`.
-pub const MAX_META_OVERALL_SIZE: usize = 4096;
 /// SQLite busy timeout.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(25);
 
@@ -464,15 +461,16 @@ impl<K: Kind> Broker<K> {
     }
 
     /// Merge `updates` per key (strictly newer timestamp wins; `""` deletes). With
-    /// `validate`, the merged map must satisfy the limits ([`DbError::BadInput`]).
-    pub fn update_metadata(&self, updates: &Metadata, validate: bool) -> Result<()> {
+    /// `limits` (client requests; replication passes `None`), the merged map must satisfy
+    /// their metadata limits ([`DbError::BadInput`]).
+    pub fn update_metadata(&self, updates: &Metadata, limits: Option<&Constraints>) -> Result<()> {
         self.with_tx(|tx| {
             let mut md = read_metadata(tx, K::INFO_TABLE)?;
             if !merge_metadata(&mut md, updates)? {
                 return Ok(());
             }
-            if validate {
-                validate_metadata(&md)?;
+            if let Some(limits) = limits {
+                validate_metadata(&md, limits)?;
             }
             write_metadata(tx, K::INFO_TABLE, &md)
         })
@@ -799,10 +797,10 @@ pub fn merge_metadata(md: &mut Metadata, updates: &Metadata) -> Result<bool> {
     Ok(changed)
 }
 
-/// Swift's `validate_metadata` over a merged map: at most [`MAX_META_COUNT`] non-empty
+/// Swift's `validate_metadata` over a merged map: at most `max_meta_count` non-empty
 /// `X-(Account|Container)-Meta-*` keys and Σ(name after prefix + value) ≤
-/// [`MAX_META_OVERALL_SIZE`] bytes.
-pub fn validate_metadata(md: &Metadata) -> Result<()> {
+/// `max_meta_overall_size` bytes.
+pub fn validate_metadata(md: &Metadata, limits: &Constraints) -> Result<()> {
     let mut count = 0;
     let mut size = 0;
     for (k, (v, _)) in md {
@@ -817,14 +815,16 @@ pub fn validate_metadata(md: &Metadata) -> Result<()> {
             }
         }
     }
-    if count > MAX_META_COUNT {
+    if count > limits.max_meta_count {
         return Err(DbError::BadInput(format!(
-            "Too many metadata items; max {MAX_META_COUNT}"
+            "Too many metadata items; max {}",
+            limits.max_meta_count
         )));
     }
-    if size > MAX_META_OVERALL_SIZE {
+    if size > limits.max_meta_overall_size {
         return Err(DbError::BadInput(format!(
-            "Total metadata too large; max {MAX_META_OVERALL_SIZE}"
+            "Total metadata too large; max {}",
+            limits.max_meta_overall_size
         )));
     }
     Ok(())

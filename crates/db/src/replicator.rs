@@ -457,7 +457,7 @@ impl<K: Kind> DbReplicator<K> {
             let b = Broker::<K>::open(&path)?;
             if !r_md.is_empty() {
                 if let Ok(md) = serde_json::from_str::<crate::Metadata>(&r_md) {
-                    b.update_metadata(&md, false)?;
+                    b.update_metadata(&md, None)?;
                 }
             }
             b.get_sync(&r_id2, false)

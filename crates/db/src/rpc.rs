@@ -114,7 +114,7 @@ fn sync<K: Kind>(b: &Broker<K>, args: &[Value]) -> Result<RpcReply> {
     let metadata = arg_str(args, 6);
     if !metadata.is_empty() {
         match serde_json::from_str::<Metadata>(&metadata) {
-            Ok(md) => b.update_metadata(&md, false)?,
+            Ok(md) => b.update_metadata(&md, None)?,
             Err(e) => tracing::error!("unable to decode remote metadata {metadata:?}: {e}"),
         }
     }
@@ -236,7 +236,7 @@ fn rsync_then_merge<K: Kind>(tmp_dir: &Path, db_file: &Path, args: &[Value]) -> 
             point = last;
         }
         new.merge_syncs(&existing.get_syncs(true)?, true)?;
-        new.update_metadata(&existing.metadata()?, false)?;
+        new.update_metadata(&existing.metadata()?, None)?;
         new.checkpoint()?;
         drop(new);
         // The existing DB is live (WAL mode, maybe open elsewhere): replace its content

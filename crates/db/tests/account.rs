@@ -1,5 +1,6 @@
 mod common;
 
+use cairn_common::constraints::Constraints;
 use cairn_common::Timestamp;
 use cairn_db::{chexor, AccountBroker, ContainerRecord, ListParams, Listed, Metadata};
 use common::*;
@@ -132,7 +133,8 @@ fn delete_status_and_reclaim() {
     )]
     .into_iter()
     .collect();
-    b.update_metadata(&md, true).unwrap();
+    b.update_metadata(&md, Some(&Constraints::default()))
+        .unwrap();
     b.put_container(&ContainerRecord::new(
         "c",
         ts(2.0),

@@ -1,5 +1,6 @@
 mod common;
 
+use cairn_common::constraints::Constraints;
 use std::collections::BTreeMap;
 
 use cairn_common::Timestamp;
@@ -217,17 +218,29 @@ fn metadata_merge_and_limits() {
             .map(|(k, v, t)| (k.to_string(), (v.to_string(), ts(*t).internal())))
             .collect()
     };
-    b.update_metadata(&md(&[("X-Container-Meta-Color", "blue", 2.0)]), true)
-        .unwrap();
-    b.update_metadata(&md(&[("X-Container-Meta-Color", "red", 1.0)]), true)
-        .unwrap();
+    b.update_metadata(
+        &md(&[("X-Container-Meta-Color", "blue", 2.0)]),
+        Some(&Constraints::default()),
+    )
+    .unwrap();
+    b.update_metadata(
+        &md(&[("X-Container-Meta-Color", "red", 1.0)]),
+        Some(&Constraints::default()),
+    )
+    .unwrap();
     assert_eq!(b.metadata().unwrap()["X-Container-Meta-Color"].0, "blue");
     // equal timestamp does not replace
-    b.update_metadata(&md(&[("X-Container-Meta-Color", "green", 2.0)]), true)
-        .unwrap();
+    b.update_metadata(
+        &md(&[("X-Container-Meta-Color", "green", 2.0)]),
+        Some(&Constraints::default()),
+    )
+    .unwrap();
     assert_eq!(b.metadata().unwrap()["X-Container-Meta-Color"].0, "blue");
-    b.update_metadata(&md(&[("X-Container-Meta-Color", "", 3.0)]), true)
-        .unwrap();
+    b.update_metadata(
+        &md(&[("X-Container-Meta-Color", "", 3.0)]),
+        Some(&Constraints::default()),
+    )
+    .unwrap();
     assert_eq!(b.metadata().unwrap()["X-Container-Meta-Color"].0, "");
     // JSON format in the column
     let info = b.get_replication_info().unwrap();
@@ -244,7 +257,9 @@ fn metadata_merge_and_limits() {
             )
         })
         .collect();
-    let err = b.update_metadata(&many, true).unwrap_err();
+    let err = b
+        .update_metadata(&many, Some(&Constraints::default()))
+        .unwrap_err();
     assert_eq!(err.http_status(), 400);
     assert_eq!(err.to_string(), "Too many metadata items; max 90");
     let big: Metadata = (0..5)
@@ -255,7 +270,9 @@ fn metadata_merge_and_limits() {
             )
         })
         .collect();
-    let err = b.update_metadata(&big, true).unwrap_err();
+    let err = b
+        .update_metadata(&big, Some(&Constraints::default()))
+        .unwrap_err();
     assert_eq!(err.to_string(), "Total metadata too large; max 4096");
     // exactly at the limit is fine: 4 * (2 + 1022) = 4096
     let ok: Metadata = (0..4)
@@ -266,7 +283,8 @@ fn metadata_merge_and_limits() {
             )
         })
         .collect();
-    b.update_metadata(&ok, true).unwrap();
+    b.update_metadata(&ok, Some(&Constraints::default()))
+        .unwrap();
     // non-meta keys (sysmeta, ACLs) do not count
     let sys: Metadata = (0..100)
         .map(|i| {
@@ -276,7 +294,8 @@ fn metadata_merge_and_limits() {
             )
         })
         .collect();
-    b.update_metadata(&sys, true).unwrap();
+    b.update_metadata(&sys, Some(&Constraints::default()))
+        .unwrap();
 }
 
 #[test]
@@ -287,7 +306,7 @@ fn delete_revive_and_status() {
         "X-Container-Meta-A".to_string(),
         ("1".to_string(), ts(1.5).internal()),
     )]);
-    b.update_metadata(&md, false).unwrap();
+    b.update_metadata(&md, None).unwrap();
     b.put_object(&ObjectRecord::put("o", ts(2.0), 1, "t", "e"))
         .unwrap();
     b.delete_db(ts(3.0)).unwrap();
@@ -336,7 +355,7 @@ fn reclaim_rows_syncs_metadata() {
             ("v".to_string(), ts(100.0).internal()),
         ),
     ]);
-    b.update_metadata(&md, false).unwrap();
+    b.update_metadata(&md, None).unwrap();
     b.merge_syncs(
         &[
             SyncPoint {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use cairn_common::constraints::Constraints;
 use cairn_common::Timestamp;
 use cairn_db::{AccountBroker, ContainerBroker, ContainerRecord, Metadata, ObjectRecord};
 use common::*;
@@ -263,7 +264,7 @@ proptest! {
         let a = new_container(dir.path(), "d0000000000000000000000000000000");
         let b = new_container(dir.path(), "d1000000000000000000000000000000");
         for m in &items {
-            a.update_metadata(m, true).unwrap();
+            a.update_metadata(m, Some(&Constraints::default())).unwrap();
         }
         let mut shuffled = items.clone();
         let mut state = seed | 1;
@@ -277,7 +278,7 @@ proptest! {
             for x in pair {
                 cairn_db::merge_metadata(&mut m, x).unwrap();
             }
-            b.update_metadata(&m, true).unwrap();
+            b.update_metadata(&m, Some(&Constraints::default())).unwrap();
         }
         prop_assert_eq!(a.metadata().unwrap(), b.metadata().unwrap());
     }

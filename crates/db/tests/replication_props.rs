@@ -19,6 +19,7 @@
 //! never sent (Swift has the same order). `newid` now runs before the merge loop;
 //! `rows_written_after_a_remote_merge_still_reach_the_receiver` pins the minimal case.
 
+use cairn_common::constraints::Constraints;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -380,8 +381,11 @@ fn run_containers(
         } else if let COp::Meta { at, key, ts } = *op {
             if let Some(b) = c.open(at) {
                 let m = meta("X-Container-Meta-", key, ts);
-                b.update_metadata(&m, true).unwrap();
-                model.update_metadata(&m, true).unwrap();
+                b.update_metadata(&m, Some(&Constraints::default()))
+                    .unwrap();
+                model
+                    .update_metadata(&m, Some(&Constraints::default()))
+                    .unwrap();
             }
         } else if let Some((at, rec)) = object_record(op) {
             // an update to a replica without a DB is refused (404), like a server's
@@ -513,8 +517,11 @@ fn run_accounts(
             AOp::Meta { at, key, ts } => {
                 if let Some(b) = c.open(at) {
                     let m = meta("X-Account-Meta-", key, ts);
-                    b.update_metadata(&m, true).unwrap();
-                    model.update_metadata(&m, true).unwrap();
+                    b.update_metadata(&m, Some(&Constraints::default()))
+                        .unwrap();
+                    model
+                        .update_metadata(&m, Some(&Constraints::default()))
+                        .unwrap();
                 }
             }
             AOp::Report {

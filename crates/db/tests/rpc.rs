@@ -62,7 +62,7 @@ fn sync_merge_items_merge_syncs() {
         )]
         .into_iter()
         .collect(),
-        false,
+        None,
     )
     .unwrap();
     let ia = a.get_replication_info().unwrap();

@@ -320,7 +320,8 @@ pub async fn run_object_server(config: &Path) -> Result<(), RunError> {
     let file: ObjectServerFile = load_role_config(config)?;
     let cluster = file.server.load_cluster()?;
     let policies = cluster.policies.iter().map(|p| p.index).collect();
-    let settings = file.settings(policies).map_err(RunError::Invalid)?;
+    let mut settings = file.settings(policies).map_err(RunError::Invalid)?;
+    settings.constraints = cluster.constraints.clone();
     let devices = settings.disk.devices.clone();
     let reclaim = Duration::from_secs(settings.disk.reclaim_age);
     tokio::task::spawn_blocking(move || startup_cleanup(&devices, reclaim))
@@ -328,12 +329,7 @@ pub async fn run_object_server(config: &Path) -> Result<(), RunError> {
         .map_err(|e| RunError::Invalid(format!("startup cleanup failed: {e}")))?;
     let server = ObjectServer::new(settings, cluster.hash_path_secret());
     file.server
-        .serve(
-            "object-server",
-            DEFAULT_OBJECT_PORT,
-            cluster.ring_dir(),
-            server,
-        )
+        .serve("object-server", DEFAULT_OBJECT_PORT, &cluster, server)
         .await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 use http::{HeaderValue, Method, Response, StatusCode};
 
+use cairn_common::constraints::Constraints;
 use cairn_common::http::{full, Body};
 
 use crate::account::xml_escape;
@@ -13,7 +14,12 @@ use crate::server::{Ctx, Proxy};
 
 pub const MAX_DELETES_PER_REQUEST: usize = 10_000;
 pub const MAX_FAILED_DELETES: usize = 1_000;
-const MAX_PATH_LENGTH: usize = 1024 + 256 + 2;
+
+/// Longest `/container/object` a bulk delete accepts (Swift's `max_path_length`): follows
+/// the effective name constraints so that lowering or raising them changes it too.
+fn max_path_length(c: &Constraints) -> usize {
+    c.max_container_name_length + c.max_object_name_length + 2
+}
 
 /// The outcome of a bulk (or SLO) delete.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -119,7 +125,10 @@ pub fn report_response(report: &DeleteReport, accept: Option<&str>) -> Response<
 }
 
 /// Split the request body into decoded names.
-pub fn parse_names(body: &[u8]) -> Result<Vec<String>, (StatusCode, String)> {
+pub fn parse_names(
+    body: &[u8],
+    max_path_length: usize,
+) -> Result<Vec<String>, (StatusCode, String)> {
     let mut out = Vec::new();
     for line in body.split(|b| *b == b'\n') {
         let line = String::from_utf8_lossy(line);
@@ -127,7 +136,7 @@ pub fn parse_names(body: &[u8]) -> Result<Vec<String>, (StatusCode, String)> {
         if line.is_empty() {
             continue;
         }
-        if line.len() > MAX_PATH_LENGTH * 2 {
+        if line.len() > max_path_length * 2 {
             return Err((StatusCode::BAD_REQUEST, "Invalid File Name".into()));
         }
         let name = percent_encoding::percent_decode_str(line)
@@ -225,9 +234,10 @@ pub(crate) async fn bulk_delete(p: &Proxy, ctx: &mut Ctx) -> Response<Body> {
         return crate::headers::status_response(StatusCode::LENGTH_REQUIRED);
     }
     let body = ctx.take_body();
-    let limit = (MAX_DELETES_PER_REQUEST + 1) * (MAX_PATH_LENGTH * 3 + 1);
+    let max_path = max_path_length(p.constraints());
+    let limit = (MAX_DELETES_PER_REQUEST + 1) * (max_path * 3 + 1);
     let names = match body.collect_limited(limit).await {
-        Ok(b) => parse_names(&b),
+        Ok(b) => parse_names(&b, max_path),
         Err(_) => Err((StatusCode::BAD_REQUEST, "Invalid bulk delete body".into())),
     };
     match names {
@@ -247,7 +257,11 @@ mod tests {
     #[test]
     fn names_and_rendering() {
         assert_eq!(
-            parse_names(b"/c/o%201\n\n c2 \n/c/%E2%98%83\n").unwrap(),
+            parse_names(
+                b"/c/o%201\n\n c2 \n/c/%E2%98%83\n",
+                max_path_length(&Constraints::default())
+            )
+            .unwrap(),
             vec!["/c/o 1", "c2", "/c/☃"]
         );
         let r = DeleteReport {

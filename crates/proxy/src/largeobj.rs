@@ -507,7 +507,8 @@ pub(crate) async fn dlo_get(
         if segments.len() > p.cfg.proxy.max_large_object_segments {
             return error_with(StatusCode::CONFLICT, "Too many segments in DLO");
         }
-        if rows.len() < 10_000 {
+        // A short page is the last; container servers cap pages at the effective limit.
+        if (rows.len() as u64) < p.constraints().container_listing_limit {
             break;
         }
     }

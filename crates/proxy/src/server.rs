@@ -222,7 +222,7 @@ impl Proxy {
             cache: InfoCache::new(
                 Duration::try_from_secs_f64(cfg.proxy.recheck_existence).unwrap_or_default(),
             ),
-            constraints: Constraints::default(),
+            constraints: cluster.constraints.clone(),
             rings,
             cluster,
             cfg,
@@ -231,11 +231,6 @@ impl Proxy {
 
     pub fn constraints(&self) -> &Constraints {
         &self.constraints
-    }
-
-    /// Replace the constraints (operators' overrides).
-    pub fn set_constraints(&mut self, c: Constraints) {
-        self.constraints = c;
     }
 
     pub(crate) fn policy_by_index(&self, i: u32) -> Option<&PolicyConfig> {

@@ -1,6 +1,7 @@
 //! `cairn get-nodes` and `cairn info` against temporary rings, a cluster file, object files
 //! with real metadata and real container/account databases.
 
+use cairn_common::constraints::Constraints;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -350,7 +351,8 @@ fn info_of_container_and_account_databases() {
         "X-Container-Meta-Test".into(),
         ("yes".into(), Timestamp::from_secs(1_700_000_003).internal()),
     );
-    b.update_metadata(&md, true).unwrap();
+    b.update_metadata(&md, Some(&Constraints::default()))
+        .unwrap();
     drop(b);
     let out = info_report(&env.info_args(&db)).unwrap();
     assert!(out.contains("Path: /AUTH_test/c\n"), "{out}");
