@@ -9,8 +9,8 @@ use serde_json::Value;
 use support::{edit_toml, http, toml_table, Client, Cluster};
 
 /// The overrides under test, as the operator writes them.
-fn lower_limits(etc: &std::path::Path) {
-    edit_toml(&etc.join("cairn.toml"), |file| {
+fn lower_limits(cluster: &Cluster) {
+    edit_toml(&cluster.etc().join("cairn.toml"), |file| {
         let c = toml_table(file, "constraints");
         c.insert("max_meta_count".into(), 3.into());
         c.insert("max_object_name_length".into(), 20.into());

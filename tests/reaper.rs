@@ -1,5 +1,5 @@
 //! End-to-end account reaper over a real `cairn aio`: a reseller admin (admin:admin)
-//! deletes the account AUTH_test2 through the proxy (`allow_account_management = true`),
+//! deletes the account AUTH_test2 through the proxy (aio sets `allow_account_management`),
 //! `cairn account-reaper --once` runs on every node, and then no object and no container
 //! of that account is left on any node, while the account AUTH_test is untouched.
 //!
@@ -8,11 +8,9 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
-use support::{header, http, wait_for_port, Client, Cluster, Placement, Proc, CAIRN};
+use support::{header, http, Client, Cluster, Placement};
 
 const GONE: &str = "AUTH_test2";
 const KEPT: &str = "AUTH_test";
@@ -25,31 +23,6 @@ const KEPT_OBJECTS: &[&str] = &["k1", "k2"];
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Restart the proxy with `allow_account_management = true` (aio's proxy has none).
-fn proxy_with_account_management(cluster: &Cluster) -> Proc {
-    cluster.stop_daemon("proxy-server");
-    let file = cluster.data_dir().join("etc").join("proxy-server.toml");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&file)
-        .expect("proxy-server.toml");
-    f.write_all(b"\n[proxy]\nallow_account_management = true\n")
-        .expect("append");
-    let log = std::fs::File::create(cluster.dir.path().join("proxy-restarted.log")).expect("log");
-    let child = Command::new(CAIRN)
-        .arg("proxy-server")
-        .arg("--config")
-        .arg(&file)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start proxy");
-    let proc = Proc(child);
-    wait_for_port(cluster.proxy_port);
-    proc
 }
 
 fn put(c: &Client, suffix: &str, body: &[u8]) {
@@ -156,7 +129,8 @@ fn deleted_account_is_reaped_on_every_node_and_others_stay() {
         put(&kept, &format!("/keep/{o}"), b"kept");
     }
 
-    // Account management is off in aio: 405; then on, for reseller admins only.
+    // aio's proxy allows account management (as Swift's all-in-one does), to reseller
+    // admins only.
     let admin = Client::login(&cluster, "admin:admin", "admin");
     let delete_as = |token: &str, path: &str| {
         let (s, _, _) = http(
@@ -169,8 +143,6 @@ fn deleted_account_is_reaped_on_every_node_and_others_stay() {
         s
     };
     let account = format!("/v1/{GONE}");
-    assert_eq!(delete_as(&admin.token, &account), 405);
-    let _proxy = proxy_with_account_management(&cluster);
     assert_eq!(
         delete_as(&owner.token, &account),
         403,

@@ -34,12 +34,12 @@ impl Cluster {
         cluster
     }
 
-    /// Like [`Cluster::start`], but `edit` may change the files of `DIR/etc` (cluster
-    /// file, proxy file, rings) between `cairn aio init` and the start.
-    pub fn start_edited(nodes: u16, edit: impl FnOnce(&Path)) -> Cluster {
+    /// Like [`Cluster::start`], but `edit` may change the files of [`Cluster::etc`]
+    /// (cluster file, proxy file, rings) between `cairn aio init` and the start.
+    pub fn start_edited(nodes: u16, edit: impl FnOnce(&Cluster)) -> Cluster {
         let mut cluster = Self::new(nodes);
         cluster.init();
-        edit(&cluster.data_dir().join("etc"));
+        edit(&cluster);
         cluster.spawn(&[]);
         cluster
     }
@@ -102,6 +102,11 @@ impl Cluster {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// `DIR/etc`: the cluster file, the proxy file, the rings.
+    pub fn etc(&self) -> PathBuf {
+        self.data_dir().join("etc")
     }
 
     pub fn auth_url(&self) -> String {

@@ -217,12 +217,12 @@ fn proxy_file(shape: &Shape, token_secret: &str) -> String {
          bind_ip = \"{ip}\"\n\
          bind_port = {port}\n\
          cluster_config = \"cairn.toml\"\n\n\
-         {affinity}\
+         {proxy}\
          [tempauth]\n\
          token_secret = \"{token_secret}\"\n",
         ip = shape.bind_ip,
         port = shape.proxy_port,
-        affinity = proxy_affinity(shape),
+        proxy = proxy_section(shape),
     );
     for (account, user, key, groups) in DEFAULT_USERS {
         let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
@@ -235,13 +235,16 @@ fn proxy_file(shape: &Shape, token_secret: &str) -> String {
     out
 }
 
-/// With several regions the proxy sits in region 1 and reads from it first.
-fn proxy_affinity(shape: &Shape) -> String {
+/// The `[proxy]` table. Account management is on, as in Swift's all-in-one, so that a
+/// reseller admin can DELETE an account and the account reaper has something to do; with
+/// several regions the proxy sits in region 1 and reads from it first.
+fn proxy_section(shape: &Shape) -> String {
+    let mut out = "[proxy]\nallow_account_management = true\n".to_string();
     if shape.regions > 1 {
-        "[proxy]\nsorting_method = \"affinity\"\nread_affinity = \"r1=100\"\n\n".to_string()
-    } else {
-        String::new()
+        out.push_str("sorting_method = \"affinity\"\nread_affinity = \"r1=100\"\n");
     }
+    out.push('\n');
+    out
 }
 
 fn mkdir(path: &Path) -> Result<(), AioError> {
@@ -251,4 +254,34 @@ fn mkdir(path: &Path) -> Result<(), AioError> {
 fn write_new(path: &Path, text: &str) -> Result<(), AioError> {
     cairn_ring::file::write_atomic(path, text.as_bytes())
         .map_err(|e| AioError::Startup(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy_table(regions: u16) -> toml::Table {
+        let shape = Shape {
+            bind_ip: "127.0.0.1".to_string(),
+            proxy_port: 8080,
+            port_base: 6200,
+            nodes: 4,
+            replicas: 3,
+            part_power: 10,
+            reclaim_age: 604_800,
+            regions,
+        };
+        let file: toml::Table = proxy_file(&shape, "secret").parse().unwrap();
+        file["proxy"].as_table().cloned().unwrap()
+    }
+
+    #[test]
+    fn proxy_allows_account_management_in_one_table() {
+        let one = proxy_table(1);
+        assert_eq!(one["allow_account_management"].as_bool(), Some(true));
+        assert!(!one.contains_key("sorting_method"));
+        let two = proxy_table(2);
+        assert_eq!(two["allow_account_management"].as_bool(), Some(true));
+        assert_eq!(two["sorting_method"].as_str(), Some("affinity"));
+    }
 }
