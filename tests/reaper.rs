@@ -81,16 +81,16 @@ fn primary_nodes(
         .collect()
 }
 
-/// Sum of one `reaper_stats` counter over every node's `account.recon`.
+/// Sum of one `reaper_stats` counter over every node, as each account server serves its
+/// `account.recon` at `/recon/reaper/account`.
 fn recon_sum(cluster: &Cluster, key: &str) -> u64 {
     (1..=cluster.nodes)
         .map(|n| {
-            let file = cluster
-                .data_dir()
-                .join(format!("node{n}/recon/account.recon"));
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            v["reaper"]["reaper_stats"][key].as_u64().unwrap_or(0)
+            let port = cluster.object_port(n) + 2;
+            let (status, _, body) = http(addr(port), "GET", "/recon/reaper/account", &[], b"");
+            assert_eq!(status, 200, "node{n} /recon/reaper/account");
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("recon json");
+            v["reaper_stats"][key].as_u64().unwrap_or(0)
         })
         .sum()
 }

@@ -171,6 +171,9 @@ pub fn recon_answer(cfg: &OpsConfig, what: &str) -> Option<io::Result<Value>> {
         "auditor/container" => section("container", "auditor"),
         "auditor/account" => section("account", "auditor"),
         "expirer/object" => section("object", "expirer"),
+        // Not in Swift (its reaper writes no recon); Cairn's reaper does, in the same
+        // `<daemon>/<type>` shape as the others.
+        "reaper/account" => section("account", "reaper"),
         _ => return None,
     })
 }
@@ -529,6 +532,23 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec![".object.recon.lock", "object.recon"]);
+    }
+
+    #[test]
+    fn reaper_section_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = OpsConfig {
+            recon_cache_path: dir.path().to_path_buf(),
+            ..OpsConfig::health_only(None)
+        };
+        let answer = |what| recon_answer(&cfg, what).unwrap().unwrap();
+        assert_eq!(answer("reaper/account"), json!({}), "before any pass");
+        let pass = json!({"reaper_time": 0.5, "reaper_stats": {"accounts_reaped": 1}});
+        ReconCache::new(dir.path(), "account")
+            .update("reaper", pass.clone())
+            .unwrap();
+        assert_eq!(answer("reaper/account"), pass);
+        assert!(recon_answer(&cfg, "reaper/object").is_none());
     }
 
     #[test]
