@@ -7,18 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::Cluster;
-
-fn ok(out: &std::process::Output, what: &str, cluster: &Cluster) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    stdout
-}
+use support::{ok, Cluster};
 
 fn write_tree(root: &Path) {
     std::fs::create_dir_all(root.join("sub/deeper")).expect("mkdir");

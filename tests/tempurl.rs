@@ -6,22 +6,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::{header, http, Client, Cluster};
+use support::{header, http, ok, Client, Cluster};
 
 const KEY: &str = "e2e-temp-url-key";
-
-fn ok(out: &Output, what: &str, cluster: &Cluster) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs()
-    );
-    stdout
-}
 
 /// `swift tempurl <args>`: the URL path it prints.
 fn tempurl(cluster: &Cluster, args: &[&str]) -> String {

@@ -321,6 +321,19 @@ impl Client {
     }
 }
 
+/// Assert that a client command (`swift`, `rclone`, `curl`) succeeded, with its output
+/// and the cluster's logs on failure; its stdout.
+pub fn ok(out: &Output, what: &str, cluster: &Cluster) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    stdout
+}
+
 /// Change a TOML file through its parsed form, so that a test setting a key of a table
 /// `cairn aio init` already wrote replaces it instead of adding a second table.
 pub fn edit_toml(path: &Path, edit: impl FnOnce(&mut toml::Table)) {
