@@ -310,6 +310,7 @@ pub fn expirer_object(delete_at: u64, account: &str, container: &str, obj: &str)
     format!("{delete_at:010}-{account}/{container}/{obj}")
 }
 
+#[derive(Clone)]
 struct ObjPath {
     device: String,
     partition: u32,
@@ -415,24 +416,9 @@ impl ObjectServer {
     /// operation; quarantine counts as missing (the object now reads as 404).
     async fn open_path(&self, p: &ObjPath) -> Result<(DiskFile, DiskFileState), HttpError> {
         let mgr = self.inner.mgr.clone();
-        let (d, pol, part, a, c, o) = (
-            p.device.clone(),
-            p.policy,
-            p.partition,
-            p.account.clone(),
-            p.container.clone(),
-            p.obj.clone(),
-        );
-        self.on_device(&p.device, move || {
-            let df = mgr.diskfile(&d, pol, part, &a, &c, &o)?;
-            let state = match df.open() {
-                Ok(state) => state,
-                Err(DiskError::Quarantined { .. }) => DiskFileState::Missing,
-                Err(e) => return Err(e),
-            };
-            Ok((df, state))
-        })
-        .await
+        let path = p.clone();
+        self.on_device(&p.device, move || open_object(&mgr, &path))
+            .await
     }
 
     /// Open the object; quarantine counts as missing (the object now reads as 404).
@@ -526,65 +512,81 @@ impl ObjectServer {
         let new_delete_at = self.delete_at(&headers)?;
         self.check_request_metadata(&headers)?;
         let container_targets = targets(&headers, "x-container")?;
-        // Current state: 409 if we already have this or a newer write.
-        let (df, state) = self.open_path(&p).await?;
-        let (orig_ts, orig_delete_at, exists) = match &state {
-            DiskFileState::Missing => (None, None, false),
-            DiskFileState::Deleted { ts } => (Some(*ts), None, false),
-            DiskFileState::Exists(o) => (Some(o.info.data_ts), o.info.delete_at, true),
-            DiskFileState::Expired(o) => (Some(o.info.data_ts), o.info.delete_at, false),
-        };
-        if let Some(o) = orig_ts {
-            if o >= ts {
-                return Ok(with_backend_ts(StatusCode::CONFLICT, Some(o)));
-            }
-        }
-        if let Some(inm) = header_str(&headers, "if-none-match") {
-            let current = match &state {
-                DiskFileState::Exists(o) => Some(o.info.etag.clone()),
-                _ => None,
-            };
-            if inm.trim() == "*" && exists {
-                return Ok(status_only(StatusCode::PRECONDITION_FAILED));
-            }
-            if let Some(etag) = current {
-                if etag_list_matches(inm, &etag) {
-                    return Ok(status_only(StatusCode::PRECONDITION_FAILED));
-                }
-            }
-        }
-        drop(state);
-
+        let inm = header_str(&headers, "if-none-match").map(str::to_string);
         let mut md = self.request_metadata(&headers, true);
         md.set("Content-Type", ctype.clone());
         if let Some(at) = new_delete_at {
             md.set("X-Delete-At", format!("{at:010}"));
         }
         let client_etag = header_str(&headers, "etag").map(str::to_string);
-        let (size, etag) = match content_length {
-            Some(len) if len <= SMALL_PUT_BYTES => {
-                self.put_small(
-                    &p.device,
-                    df.clone(),
-                    req.into_body(),
-                    len,
-                    client_etag,
-                    ts,
-                    md,
-                )
-                .await?
+        // A sender that asked for `100 Continue` wants a 409/412 before it sends the body,
+        // so the state is checked first (its own device-pool operation). A small body sent
+        // without `Expect` (the proxy's small-PUT path) is already on its way: read it, then
+        // check the state and write in ONE operation (a pool hop is a thread hand-off both
+        // ways; at most SMALL_PUT_BYTES of a conflicting body are read for nothing).
+        let expects_continue = header_str(&headers, "expect")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+        let (df, size, etag, orig_delete_at) = match content_length {
+            Some(len) if len <= SMALL_PUT_BYTES && !expects_continue => {
+                let buf = read_small_body(req.into_body(), len).await?;
+                let mgr = self.inner.mgr.clone();
+                let path = p.clone();
+                let outcome = self
+                    .on_device(&p.device, move || {
+                        let (df, state) = open_object(&mgr, &path)?;
+                        let orig_delete_at = match check_put_state(&state, ts, inm.as_deref()) {
+                            Ok(at) => at,
+                            Err(refusal) => return Ok(SmallPut::Refused(refusal)),
+                        };
+                        drop(state);
+                        Ok(match write_small(&df, buf, client_etag, ts, md)? {
+                            Some(etag) => SmallPut::Done {
+                                df,
+                                etag,
+                                orig_delete_at,
+                            },
+                            None => SmallPut::EtagMismatch,
+                        })
+                    })
+                    .await?;
+                match outcome {
+                    SmallPut::Done {
+                        df,
+                        etag,
+                        orig_delete_at,
+                    } => (df, len, etag, orig_delete_at),
+                    SmallPut::Refused(r) => return Ok(r.response()),
+                    SmallPut::EtagMismatch => return Err(etag_mismatch()),
+                }
             }
             _ => {
-                self.put_streaming(
-                    &p.device,
-                    df.clone(),
-                    req,
-                    content_length,
-                    client_etag,
-                    ts,
-                    md,
-                )
-                .await?
+                // Current state: 409 if we already have this or a newer write.
+                let (df, state) = self.open_path(&p).await?;
+                let orig_delete_at = match check_put_state(&state, ts, inm.as_deref()) {
+                    Ok(at) => at,
+                    Err(refusal) => return Ok(refusal.response()),
+                };
+                drop(state);
+                let (size, etag) = match content_length {
+                    Some(len) if len <= SMALL_PUT_BYTES => {
+                        let buf = read_small_body(req.into_body(), len).await?;
+                        self.put_small(&p.device, df.clone(), buf, client_etag, ts, md)
+                            .await?
+                    }
+                    _ => {
+                        self.put_streaming(
+                            &p.device,
+                            df.clone(),
+                            req,
+                            content_length,
+                            client_etag,
+                            ts,
+                            md,
+                        )
+                        .await?
+                    }
+                };
+                (df, size, etag, orig_delete_at)
             }
         };
 
@@ -734,50 +736,22 @@ impl ObjectServer {
         Ok((size, etag))
     }
 
-    /// PUT of a small body with a known length: read it whole (at most
-    /// [`SMALL_PUT_BYTES`]), then create, write, check and commit in ONE device-pool
-    /// operation. Small objects dominate request rates, and each pool hop is a thread
-    /// hand-off both ways.
-    #[allow(clippy::too_many_arguments)]
+    /// PUT of a small body already read whole (at most [`SMALL_PUT_BYTES`]): create,
+    /// write, check and commit in ONE device-pool operation. Small objects dominate
+    /// request rates, and each pool hop is a thread hand-off both ways.
     async fn put_small(
         &self,
         device_name: &str,
         df: DiskFile,
-        mut body: RequestBody,
-        len: u64,
+        buf: Vec<u8>,
         client_etag: Option<String>,
         ts: Timestamp,
         md: Metadata,
     ) -> Result<(u64, String), HttpError> {
-        let mut buf = Vec::with_capacity(len as usize);
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    if let Ok(data) = frame.into_data() {
-                        if (buf.len() + data.len()) as u64 > len {
-                            return Err(client_disconnect());
-                        }
-                        buf.extend_from_slice(&data);
-                    }
-                }
-                Err(e) => return Err(client_read_error(&e)),
-            }
-        }
-        if buf.len() as u64 != len {
-            return Err(client_disconnect());
-        }
-        // Inside the operation: an ETag mismatch drops the writer (its temp file goes
-        // away on this blocking thread) and nothing is renamed.
+        let len = buf.len() as u64;
         let outcome = self
             .on_device(device_name, move || {
-                let mut w = df.create(Some(len))?;
-                w.write(&buf)?;
-                let etag = w.etag();
-                if check_client_etag(client_etag.as_deref(), &etag).is_err() {
-                    return Ok(None);
-                }
-                w.commit(ts, md)?;
-                Ok(Some(etag))
+                write_small(&df, buf, client_etag, ts, md)
             })
             .await?;
         match outcome {
@@ -1396,6 +1370,128 @@ impl ObjectServer {
 
 /// Bodies up to this size are read whole and written in one device-pool operation.
 const SMALL_PUT_BYTES: u64 = 64 * 1024;
+
+/// Blocking: the disk file of `p` and its current state; quarantine counts as missing
+/// (the object now reads as 404).
+fn open_object(mgr: &DiskFileManager, p: &ObjPath) -> Result<(DiskFile, DiskFileState), DiskError> {
+    let df = mgr.diskfile(
+        &p.device,
+        p.policy,
+        p.partition,
+        &p.account,
+        &p.container,
+        &p.obj,
+    )?;
+    let state = match df.open() {
+        Ok(state) => state,
+        Err(DiskError::Quarantined { .. }) => DiskFileState::Missing,
+        Err(e) => return Err(e),
+    };
+    Ok((df, state))
+}
+
+/// Why the current state refuses a PUT.
+#[derive(Debug)]
+enum PutRefusal {
+    /// We already have this or a newer write (its timestamp).
+    Conflict(Timestamp),
+    /// `If-None-Match` matched.
+    PreconditionFailed,
+}
+
+impl PutRefusal {
+    fn response(self) -> Response<Body> {
+        match self {
+            PutRefusal::Conflict(ts) => with_backend_ts(StatusCode::CONFLICT, Some(ts)),
+            PutRefusal::PreconditionFailed => status_only(StatusCode::PRECONDITION_FAILED),
+        }
+    }
+}
+
+/// The result of the single device-pool operation of a small PUT.
+enum SmallPut {
+    Done {
+        df: DiskFile,
+        etag: String,
+        orig_delete_at: Option<u64>,
+    },
+    Refused(PutRefusal),
+    EtagMismatch,
+}
+
+/// May a PUT at `ts` replace `state`? `Ok` carries the replaced object's `X-Delete-At`
+/// (its expirer-queue entry must go); 409 if we already have this or a newer write, 412
+/// if `If-None-Match` (`inm`) matches.
+fn check_put_state(
+    state: &DiskFileState,
+    ts: Timestamp,
+    inm: Option<&str>,
+) -> Result<Option<u64>, PutRefusal> {
+    let (orig_ts, orig_delete_at, exists) = match state {
+        DiskFileState::Missing => (None, None, false),
+        DiskFileState::Deleted { ts } => (Some(*ts), None, false),
+        DiskFileState::Exists(o) => (Some(o.info.data_ts), o.info.delete_at, true),
+        DiskFileState::Expired(o) => (Some(o.info.data_ts), o.info.delete_at, false),
+    };
+    if let Some(o) = orig_ts {
+        if o >= ts {
+            return Err(PutRefusal::Conflict(o));
+        }
+    }
+    if let Some(inm) = inm {
+        if inm.trim() == "*" && exists {
+            return Err(PutRefusal::PreconditionFailed);
+        }
+        if let DiskFileState::Exists(o) = state {
+            if etag_list_matches(inm, &o.info.etag) {
+                return Err(PutRefusal::PreconditionFailed);
+            }
+        }
+    }
+    Ok(orig_delete_at)
+}
+
+/// Read a body of known length `len` (at most [`SMALL_PUT_BYTES`]) whole: 499 when the
+/// client sends less or more.
+async fn read_small_body(mut body: RequestBody, len: u64) -> Result<Vec<u8>, HttpError> {
+    let mut buf = Vec::with_capacity(len as usize);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if (buf.len() + data.len()) as u64 > len {
+                        return Err(client_disconnect());
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Err(e) => return Err(client_read_error(&e)),
+        }
+    }
+    if buf.len() as u64 != len {
+        return Err(client_disconnect());
+    }
+    Ok(buf)
+}
+
+/// Blocking: create, write and commit a small body; `None` (nothing renamed, the temp file
+/// removed on this thread) when the client's ETag does not match.
+fn write_small(
+    df: &DiskFile,
+    buf: Vec<u8>,
+    client_etag: Option<String>,
+    ts: Timestamp,
+    md: Metadata,
+) -> Result<Option<String>, DiskError> {
+    let mut w = df.create(Some(buf.len() as u64))?;
+    w.write(&buf)?;
+    let etag = w.etag();
+    if check_client_etag(client_etag.as_deref(), &etag).is_err() {
+        return Ok(None);
+    }
+    w.commit(ts, md)?;
+    Ok(Some(etag))
+}
 
 /// 422 when the client sent an `ETag` (quotes allowed) that differs from the body's MD5.
 fn check_client_etag(client: Option<&str>, etag: &str) -> Result<(), HttpError> {

@@ -34,7 +34,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use cairn_common::http::{empty, Body, Timeouts};
+use cairn_common::http::{empty, full, Body, Timeouts};
 use cairn_ring::Ring;
 
 use crate::backend::{node_path, Reply};
@@ -150,6 +150,27 @@ pub struct PutJob<'a> {
     pub handoffs: bool,
 }
 
+impl PutJob<'_> {
+    /// The PUT of this object to `node` with one slot's `headers` (no length header yet);
+    /// `None` if the node's address makes no URI.
+    fn request(&self, node: &Node, headers: &HeaderMap, body: Body) -> Option<Request<Body>> {
+        let path = node_path(
+            node,
+            self.part,
+            self.account,
+            Some(self.container),
+            Some(self.object),
+            None,
+        );
+        let uri = format!("http://{}{path}", node.authority()).parse().ok()?;
+        let mut req = Request::new(body);
+        *req.method_mut() = Method::PUT;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers.clone();
+        Some(req)
+    }
+}
+
 /// The outcome of a PUT: the reply to base the client answer on.
 #[derive(Debug)]
 pub struct PutOutcome {
@@ -192,14 +213,6 @@ impl Proxy {
     ) -> Option<Connected> {
         let timeouts = self.put_client.timeouts;
         while let Some(node) = pool.next_node() {
-            let path = node_path(
-                &node,
-                job.part,
-                job.account,
-                Some(job.container),
-                Some(job.object),
-                None,
-            );
             let zero = job.content_length == Some(0);
             let (tx, body) = if zero {
                 (None, empty())
@@ -207,13 +220,9 @@ impl Proxy {
                 let (tx, body) = put_channel(4);
                 (Some(tx), body)
             };
-            let mut req = Request::new(body);
-            *req.method_mut() = Method::PUT;
-            let Ok(uri) = format!("http://{}{path}", node.authority()).parse() else {
+            let Some(mut req) = job.request(&node, headers, body) else {
                 continue;
             };
-            *req.uri_mut() = uri;
-            *req.headers_mut() = headers.clone();
             match job.content_length {
                 Some(n) => {
                     req.headers_mut()
@@ -269,20 +278,12 @@ impl Proxy {
             match finished {
                 Ok(Ok(resp)) => {
                     let status = resp.status();
-                    if status == StatusCode::INSUFFICIENT_STORAGE {
-                        self.limiter
-                            .error_limit(&node, "ERROR Insufficient Storage");
-                    } else if status.is_server_error() {
-                        self.limiter.error_occurred(
-                            &node,
-                            &format!("ERROR {} Expect: 100-continue", status.as_u16()),
-                        );
-                    } else if zero
+                    let early = zero
                         || status.is_success()
                         || status == StatusCode::CONFLICT
                         || status == StatusCode::UNPROCESSABLE_ENTITY
-                        || (job.if_none_match_star && status == StatusCode::PRECONDITION_FAILED)
-                    {
+                        || (job.if_none_match_star && status == StatusCode::PRECONDITION_FAILED);
+                    if !self.server_failed(&node, status, "Expect: 100-continue") && early {
                         return Some(Connected::Early(reply_of(status.as_u16(), resp.headers())));
                     }
                 }
@@ -297,19 +298,33 @@ impl Proxy {
         None
     }
 
+    /// Record a 507 (error-limits the node) or another 5xx of `node`; true if it was one
+    /// (the slot moves on to the next node).
+    fn server_failed(&self, node: &Node, status: StatusCode, when: &str) -> bool {
+        if status == StatusCode::INSUFFICIENT_STORAGE {
+            self.limiter.error_limit(node, "ERROR Insufficient Storage");
+            true
+        } else if status.is_server_error() {
+            self.limiter
+                .error_occurred(node, &format!("ERROR {} {when}", status.as_u16()));
+            true
+        } else {
+            false
+        }
+    }
+
     /// Store an object: see the module doc. `body` is the client's (or a copy source's).
     pub(crate) async fn put_object<B>(&self, job: PutJob<'_>, body: B) -> PutOutcome
     where
         B: hyper::body::Body<Data = Bytes, Error = io::Error> + Unpin,
     {
+        if let Some(len) = job.content_length {
+            if len > 0 && len <= SMALL_PUT_BYTES {
+                return self.put_object_small(job, body, len).await;
+            }
+        }
         let n = job.headers.len();
-        let nodes = self.write_nodes(job.ring, job.part, n, job.handoffs);
-        let nodes = if job.handoffs {
-            self.affinity.order_writes(nodes, n)
-        } else {
-            nodes
-        };
-        let pool = NodePool::new(nodes);
+        let pool = self.put_pool(&job);
         let connects = job
             .headers
             .iter()
@@ -366,13 +381,7 @@ impl Proxy {
                     Some(Ok(f)) => f,
                     Some(Err(e)) => {
                         abort_all(putters);
-                        return if e.kind() == io::ErrorKind::TimedOut {
-                            PutOutcome::status(StatusCode::REQUEST_TIMEOUT)
-                        } else {
-                            PutOutcome::status(
-                                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-                            )
-                        };
+                        return client_body_error(&e);
                     }
                 };
                 let Ok(chunk) = frame.into_data() else {
@@ -487,11 +496,29 @@ impl Proxy {
             };
             let _ = tokio::time::timeout(self.post_quorum_timeout(), rest).await;
         }
+        self.conclude(replies, n, job.quorum)
+    }
+
+    /// The write nodes of `job` (primaries, then handoffs if allowed, in affinity order).
+    fn put_pool(&self, job: &PutJob<'_>) -> NodePool {
+        let n = job.headers.len();
+        let nodes = self.write_nodes(job.ring, job.part, n, job.handoffs);
+        let nodes = if job.handoffs {
+            self.affinity.order_writes(nodes, n)
+        } else {
+            nodes
+        };
+        NodePool::new(nodes)
+    }
+
+    /// The best reply by quorum of `replies` (padded to `n` with 503s); 2xx answers must
+    /// agree on the ETag.
+    fn conclude(&self, mut replies: Vec<Reply>, n: usize, quorum: usize) -> PutOutcome {
         while replies.len() < n {
             replies.push(Reply::unavailable());
         }
         let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
-        let Some(i) = best_index(&statuses, job.quorum) else {
+        let Some(i) = best_index(&statuses, quorum) else {
             tracing::error!(?statuses, "Object PUT returning 503");
             return PutOutcome::status(StatusCode::SERVICE_UNAVAILABLE);
         };
@@ -515,27 +542,118 @@ impl Proxy {
             message: None,
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// PUT of a small body with a known length (at most [`SMALL_PUT_BYTES`]): read the
+    /// client's body whole first, then send each node one complete request without
+    /// `Expect: 100-continue`. Waiting for three `100 Continue`s costs a round trip (and
+    /// wake-ups on both sides) per PUT, which for small objects is a large share of the
+    /// whole request; having the body in hand also lets a slot whose node fails (5xx, 507,
+    /// unreachable, timed out) move on to a handoff with the full request. The object
+    /// server checks for a newer write (409) after reading such a body, so a 409 or 412
+    /// arrives as a final answer and is judged here like an early one in the streaming path.
+    async fn put_object_small<B>(&self, job: PutJob<'_>, body: B, len: u64) -> PutOutcome
+    where
+        B: hyper::body::Body<Data = Bytes, Error = io::Error> + Unpin,
+    {
+        let mut body = body;
+        let mut buf = bytes::BytesMut::with_capacity(len as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => return client_body_error(&e),
+            };
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            let total = (buf.len() + chunk.len()) as u64;
+            if total > job.max_size {
+                return PutOutcome::msg(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Your request is too large.",
+                );
+            }
+            if total > len {
+                return PutOutcome::status(StatusCode::BAD_REQUEST);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if (buf.len() as u64) < len {
+            return PutOutcome::status(
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            );
+        }
+        let data = buf.freeze();
+        let n = job.headers.len();
+        let pool = self.put_pool(&job);
+        // Every slot is awaited to its end (no post-quorum cut-off): a slot whose node does
+        // not answer moves on to a handoff, as a node that did not send `100 Continue` did
+        // in the streaming path, and cancelling it after the quorum would lose that copy.
+        // Each attempt is bounded by conn_timeout + node_timeout, the bound of the
+        // streaming path's wait for `100 Continue`.
+        let replies: Vec<Reply> = futures_util::future::join_all(
+            job.headers
+                .iter()
+                .map(|h| self.put_small_slot(&pool, &job, h, &data)),
+        )
+        .await;
+        if job.if_none_match_star && replies.iter().any(|r| r.status == 412) {
+            return PutOutcome::status(StatusCode::PRECONDITION_FAILED);
+        }
+        if replies.iter().any(|r| r.status == 409) {
+            return PutOutcome::status(StatusCode::ACCEPTED);
+        }
+        self.conclude(replies, n, job.quorum)
+    }
 
-    #[tokio::test]
-    async fn unfinished_uploads_fail() {
-        let (tx, body) = put_channel(2);
-        tx.send(Bytes::from_static(b"part")).await.unwrap();
-        tx.finish();
-        let got = cairn_common::http::collect_limited(body, 100)
-            .await
-            .unwrap();
-        assert_eq!(&got[..], b"part");
-
-        let (tx, body) = put_channel(2);
-        tx.send(Bytes::from_static(b"part")).await.unwrap();
-        drop(tx);
-        assert!(cairn_common::http::collect_limited(body, 100)
-            .await
-            .is_err());
+    /// One slot of a small PUT: the whole request to the next node of the pool until one
+    /// gives a final answer that is not a server error.
+    async fn put_small_slot(
+        &self,
+        pool: &NodePool,
+        job: &PutJob<'_>,
+        headers: &HeaderMap,
+        data: &Bytes,
+    ) -> Reply {
+        let timeouts = self.put_client.timeouts;
+        while let Some(node) = pool.next_node() {
+            let Some(mut req) = job.request(&node, headers, full(data.clone())) else {
+                continue;
+            };
+            req.headers_mut()
+                .insert("content-length", HeaderValue::from(data.len()));
+            let got = tokio::time::timeout(
+                timeouts.conn + timeouts.node,
+                self.put_client.client.request(req),
+            )
+            .await;
+            match got {
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    if !self.server_failed(&node, status, "after PUT") {
+                        return reply_of(status.as_u16(), resp.headers());
+                    }
+                }
+                Ok(Err(e)) => self
+                    .limiter
+                    .error_occurred(&node, &format!("ERROR during PUT: {e}")),
+                Err(_) => self
+                    .limiter
+                    .error_occurred(&node, "ERROR PUT response timed out"),
+            }
+        }
+        Reply::unavailable()
     }
 }
+
+/// The answer when reading the client's body failed: 408 on a timeout, else 499.
+fn client_body_error(e: &io::Error) -> PutOutcome {
+    if e.kind() == io::ErrorKind::TimedOut {
+        PutOutcome::status(StatusCode::REQUEST_TIMEOUT)
+    } else {
+        PutOutcome::status(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST))
+    }
+}
+
+/// Bodies up to this size with a known length take [`Proxy::put_object_small`] (the
+/// object server reads such bodies whole too).
+const SMALL_PUT_BYTES: u64 = 64 * 1024;
