@@ -127,6 +127,20 @@ pub fn lock_partition(
 
 /// Append `suffix` to `PART/hashes.invalid` and `fdatasync` it. The caller holds the
 /// partition lock (see [`lock_partition`]).
+///
+/// Why the `fdatasync` stays although Swift's `invalidate_hash` only appends: a PUT makes
+/// its object durable with the `fsync` of the hash dir after the rename. If power fails
+/// after that but before the appended line reached the disk, the object survives while
+/// `hashes.cache` still holds the suffix's OLD hash as valid. Nothing recomputes it: the
+/// every-10th-pass listdir only adds suffixes missing from the cache, and a peer whose
+/// copy of the suffix equals our old state (it missed this write, or is a handoff's
+/// target) sees equal hashes and never syncs, so the acknowledged object never reaches
+/// it. Syncing the line before the rename makes "visible object ⇒ durable invalidation"
+/// hold across crashes. Cheaper schemes considered and not taken: skipping the append
+/// when the suffix is already listed (almost never the case for fresh names, and a line
+/// left by a failed fdatasync would break the invariant); skipping it while the
+/// partition has no valid cache (helps new partitions only); relying on ext4 ordering
+/// between two files (not guaranteed with delayed allocation).
 pub fn append_invalidation(part_dir: &Path, suffix: &str) -> Result<()> {
     let mut f = OpenOptions::new()
         .append(true)
