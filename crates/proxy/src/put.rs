@@ -38,7 +38,7 @@ use cairn_common::http::{empty, full, Body, Timeouts};
 use cairn_ring::Ring;
 
 use crate::backend::{node_path, Reply};
-use crate::nodes::{Node, NodePool};
+use crate::nodes::{ErrorLimiter, Node, NodePool};
 use crate::quorum::{best_index, have_quorum};
 use crate::server::Proxy;
 
@@ -154,21 +154,27 @@ impl PutJob<'_> {
     /// The PUT of this object to `node` with one slot's `headers` (no length header yet);
     /// `None` if the node's address makes no URI.
     fn request(&self, node: &Node, headers: &HeaderMap, body: Body) -> Option<Request<Body>> {
-        let path = node_path(
-            node,
-            self.part,
-            self.account,
-            Some(self.container),
-            Some(self.object),
-            None,
-        );
-        let uri = format!("http://{}{path}", node.authority()).parse().ok()?;
-        let mut req = Request::new(body);
-        *req.method_mut() = Method::PUT;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
-        Some(req)
+        let target = [self.account, self.container, self.object];
+        object_put_request(node, self.part, target, headers, body)
     }
+}
+
+/// The PUT of `/account/container/object` of partition `part` to `node`; `None` if the
+/// node's address makes no URI.
+fn object_put_request(
+    node: &Node,
+    part: u32,
+    [account, container, object]: [&str; 3],
+    headers: &HeaderMap,
+    body: Body,
+) -> Option<Request<Body>> {
+    let path = node_path(node, part, account, Some(container), Some(object), None);
+    let uri = format!("http://{}{path}", node.authority()).parse().ok()?;
+    let mut req = Request::new(body);
+    *req.method_mut() = Method::PUT;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers.clone();
+    Some(req)
 }
 
 /// The outcome of a PUT: the reply to base the client answer on.
@@ -301,16 +307,7 @@ impl Proxy {
     /// Record a 507 (error-limits the node) or another 5xx of `node`; true if it was one
     /// (the slot moves on to the next node).
     fn server_failed(&self, node: &Node, status: StatusCode, when: &str) -> bool {
-        if status == StatusCode::INSUFFICIENT_STORAGE {
-            self.limiter.error_limit(node, "ERROR Insufficient Storage");
-            true
-        } else if status.is_server_error() {
-            self.limiter
-                .error_occurred(node, &format!("ERROR {} {when}", status.as_u16()));
-            true
-        } else {
-            false
-        }
+        server_failed(&self.limiter, node, status, when)
     }
 
     /// Store an object: see the module doc. `body` is the client's (or a copy source's).
@@ -584,18 +581,28 @@ impl Proxy {
         }
         let data = buf.freeze();
         let n = job.headers.len();
-        let pool = self.put_pool(&job);
-        // Every slot is awaited to its end (no post-quorum cut-off): a slot whose node does
-        // not answer moves on to a handoff, as a node that did not send `100 Continue` did
-        // in the streaming path, and cancelling it after the quorum would lose that copy.
-        // Each attempt is bounded by conn_timeout + node_timeout, the bound of the
-        // streaming path's wait for `100 Continue`.
-        let replies: Vec<Reply> = futures_util::future::join_all(
-            job.headers
-                .iter()
-                .map(|h| self.put_small_slot(&pool, &job, h, &data)),
-        )
-        .await;
+        let pool = Arc::new(self.put_pool(&job));
+        let mut pending: FuturesUnordered<JoinHandle<Reply>> = job
+            .headers
+            .iter()
+            .map(|headers| {
+                let slot = SmallSlot {
+                    client: self.put_client.clone(),
+                    limiter: Arc::clone(&self.limiter),
+                    pool: Arc::clone(&pool),
+                    part: job.part,
+                    target: [job.account, job.container, job.object].map(str::to_owned),
+                    headers: headers.clone(),
+                    data: data.clone(),
+                };
+                tokio::spawn(slot.run())
+            })
+            .collect();
+        let replies = self.gather_small_replies(&mut pending, job.quorum).await;
+        // Slots still working go on in their own tasks (dropping a JoinHandle detaches
+        // it): a slow node may yet answer, or its slot move on to a handoff, so the copy
+        // count holds without the client waiting for it.
+        drop(pending);
         if job.if_none_match_star && replies.iter().any(|r| r.status == 412) {
             return PutOutcome::status(StatusCode::PRECONDITION_FAILED);
         }
@@ -605,31 +612,86 @@ impl Proxy {
         self.conclude(replies, n, job.quorum)
     }
 
-    /// One slot of a small PUT: the whole request to the next node of the pool until one
-    /// gives a final answer that is not a server error.
-    async fn put_small_slot(
+    /// Replies of the small PUT's slots as they finish, until a quorum of them agrees,
+    /// then at most `post_quorum_timeout` more for the others (as the streaming path
+    /// waits after the body). A slot whose task failed counts as unavailable.
+    async fn gather_small_replies(
         &self,
-        pool: &NodePool,
-        job: &PutJob<'_>,
-        headers: &HeaderMap,
-        data: &Bytes,
-    ) -> Reply {
-        let timeouts = self.put_client.timeouts;
-        while let Some(node) = pool.next_node() {
-            let Some(mut req) = job.request(&node, headers, full(data.clone())) else {
+        pending: &mut FuturesUnordered<JoinHandle<Reply>>,
+        quorum: usize,
+    ) -> Vec<Reply> {
+        let mut replies: Vec<Reply> = Vec::new();
+        let reply = |joined: Result<Reply, tokio::task::JoinError>| {
+            joined.unwrap_or_else(|_| Reply::unavailable())
+        };
+        while let Some(joined) = pending.next().await {
+            replies.push(reply(joined));
+            let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+            if have_quorum(&statuses, quorum) {
+                break;
+            }
+        }
+        let rest = async {
+            while let Some(joined) = pending.next().await {
+                replies.push(reply(joined));
+            }
+        };
+        let _ = tokio::time::timeout(self.post_quorum_timeout(), rest).await;
+        replies
+    }
+}
+
+/// Record a 507 (error-limits the node) or another 5xx of `node` in `limiter`; true if it
+/// was one (the slot moves on to the next node).
+fn server_failed(limiter: &ErrorLimiter, node: &Node, status: StatusCode, when: &str) -> bool {
+    if status == StatusCode::INSUFFICIENT_STORAGE {
+        limiter.error_limit(node, "ERROR Insufficient Storage");
+        true
+    } else if status.is_server_error() {
+        limiter.error_occurred(node, &format!("ERROR {} {when}", status.as_u16()));
+        true
+    } else {
+        false
+    }
+}
+
+/// One slot of a small PUT, owned so that it can run on as a task of its own after the
+/// client has its answer.
+struct SmallSlot {
+    client: PutClient,
+    limiter: Arc<ErrorLimiter>,
+    pool: Arc<NodePool>,
+    part: u32,
+    /// Account, container, object.
+    target: [String; 3],
+    headers: HeaderMap,
+    data: Bytes,
+}
+
+impl SmallSlot {
+    /// The whole request to the next node of the pool until one gives a final answer that
+    /// is not a server error. Each attempt is bounded by conn_timeout + node_timeout (the
+    /// streaming path's bound on waiting for `100 Continue`).
+    async fn run(self) -> Reply {
+        let timeouts = self.client.timeouts;
+        let target = [&self.target[0], &self.target[1], &self.target[2]].map(String::as_str);
+        while let Some(node) = self.pool.next_node() {
+            let body = full(self.data.clone());
+            let Some(mut req) = object_put_request(&node, self.part, target, &self.headers, body)
+            else {
                 continue;
             };
             req.headers_mut()
-                .insert("content-length", HeaderValue::from(data.len()));
+                .insert("content-length", HeaderValue::from(self.data.len()));
             let got = tokio::time::timeout(
                 timeouts.conn + timeouts.node,
-                self.put_client.client.request(req),
+                self.client.client.request(req),
             )
             .await;
             match got {
                 Ok(Ok(resp)) => {
                     let status = resp.status();
-                    if !self.server_failed(&node, status, "after PUT") {
+                    if !server_failed(&self.limiter, &node, status, "after PUT") {
                         return reply_of(status.as_u16(), resp.headers());
                     }
                 }

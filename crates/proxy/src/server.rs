@@ -105,7 +105,8 @@ pub struct Proxy {
     pub(crate) rings: Rings,
     pub(crate) client: BackendClient,
     pub(crate) put_client: PutClient,
-    pub(crate) limiter: ErrorLimiter,
+    /// Shared with the tasks of small PUTs that outlive their request.
+    pub(crate) limiter: Arc<ErrorLimiter>,
     pub(crate) auth: TempAuth,
     pub(crate) cache: InfoCache,
     pub(crate) constraints: Constraints,
@@ -214,11 +215,11 @@ impl Proxy {
             repair: crate::repair::ReadRepair::new(&cfg.proxy, client.clone()),
             client,
             put_client: PutClient::new(timeouts),
-            limiter: ErrorLimiter::new(
+            limiter: Arc::new(ErrorLimiter::new(
                 cfg.proxy.error_suppression_limit,
                 Duration::try_from_secs_f64(cfg.proxy.error_suppression_interval)
                     .unwrap_or(Duration::from_secs(60)),
-            ),
+            )),
             cache: InfoCache::new(
                 Duration::try_from_secs_f64(cfg.proxy.recheck_existence).unwrap_or_default(),
             ),
