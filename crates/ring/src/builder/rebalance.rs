@@ -536,8 +536,12 @@ impl Engine<'_> {
             }
             diffuse = moves == 0;
         }
-        self.tidy();
-        self.align_rows();
+        // A first rebalance (or one that only fills new replica rows) has nothing to
+        // take back.
+        if self.original.iter().flatten().any(|&d| d != NONE_DEV) {
+            self.tidy();
+            self.align_rows();
+        }
         if self.rows.iter().any(|row| row.contains(&NONE_DEV)) {
             return Err(BuilderError::Corrupt(
                 "internal error: a part-replica could not be placed".into(),

@@ -256,9 +256,12 @@ impl Engine<'_> {
             .filter(|&d| self.placeable[d] && self.path(d as u16).is_some())
             .map(|d| d as u16)
             .collect();
+        if devs.len() > MAX_CYCLE_DEVICES {
+            return 0;
+        }
         let n = devs.len() as u64;
         let cost = (self.changed_count() as u64 + n) * n + n * n * n;
-        if devs.len() > MAX_CYCLE_DEVICES || cost > *budget {
+        if cost > *budget {
             return 0;
         }
         *budget -= cost;
