@@ -40,6 +40,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn_common::config::{ClusterConfig, ConfigError};
+use cairn_common::fs::FallocateReserve;
 use cairn_common::server_config::{
     load_role_config, RoleConfig, ServerSection, DEFAULT_ACCOUNT_PORT,
 };
@@ -58,13 +59,24 @@ use crate::server::{AccountServer, AccountServerSettings};
 pub struct AccountSection {
     /// Accounts starting with this prefix are created by their first container report.
     pub auto_create_account_prefix: String,
+    /// PUT, POST and REPLICATE answer 507 below this free space on a device: bytes
+    /// (`"1073741824"`) or a percentage of its size (`"1%"`), as Swift.
+    pub fallocate_reserve: String,
 }
 
 impl Default for AccountSection {
     fn default() -> Self {
         AccountSection {
             auto_create_account_prefix: ".".to_string(),
+            fallocate_reserve: "1%".to_string(),
         }
+    }
+}
+
+impl AccountSection {
+    /// The parsed `fallocate_reserve` (the object server's parser).
+    pub fn fallocate_reserve(&self) -> Result<FallocateReserve, String> {
+        FallocateReserve::parse("account-server.fallocate_reserve", &self.fallocate_reserve)
     }
 }
 
@@ -111,6 +123,7 @@ impl RoleConfig for AccountServerFile {
         &mut self.server
     }
     fn validate(&self) -> Result<(), String> {
+        self.account.fallocate_reserve()?;
         self.replicator.validate("account-replicator")?;
         check_secs("account-auditor", "interval", self.auditor.interval)?;
         let aps = self.auditor.accounts_per_second;
@@ -125,9 +138,10 @@ impl RoleConfig for AccountServerFile {
 
 impl AccountServerFile {
     /// The handler settings this file describes (policy names from the cluster file).
-    pub fn settings(&self, cluster: &ClusterConfig) -> AccountServerSettings {
+    pub fn settings(&self, cluster: &ClusterConfig) -> Result<AccountServerSettings, String> {
         let mut s = AccountServerSettings::new(self.server.devices.clone());
         s.mount_check = self.server.mount_check;
+        s.fallocate_reserve = self.account.fallocate_reserve()?;
         s.auto_create_account_prefix = self.account.auto_create_account_prefix.clone();
         s.policies = cluster
             .policies
@@ -136,7 +150,7 @@ impl AccountServerFile {
             .collect();
         s.replication_server = self.server.replication_server;
         s.constraints = cluster.constraints.clone();
-        s
+        Ok(s)
     }
 
     /// The account-replicator's settings.
@@ -173,7 +187,8 @@ pub enum RunError {
 pub async fn run_account_server(config: &Path) -> Result<(), RunError> {
     let file: AccountServerFile = load_role_config(config)?;
     let cluster = file.server.load_cluster()?;
-    let server = AccountServer::new(file.settings(&cluster), cluster.hash_path_secret());
+    let settings = file.settings(&cluster).map_err(RunError::Invalid)?;
+    let server = AccountServer::new(settings, cluster.hash_path_secret());
     file.server
         .serve("account-server", DEFAULT_ACCOUNT_PORT, &cluster, server)
         .await?;
@@ -292,5 +307,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("account-auditor.interval"), "{e}");
+    }
+
+    #[test]
+    fn fallocate_reserve_bytes_or_percent() {
+        let cluster =
+            ClusterConfig::parse("[cluster]\nhash_path_suffix = \"s\"\n", "c", "/".into()).unwrap();
+        let parse = |text: &str| {
+            parse_role_config::<AccountServerFile>(text, "account-server.toml", Path::new("/"))
+        };
+        let f = parse("").unwrap();
+        let s = f.settings(&cluster).unwrap();
+        assert_eq!(s.fallocate_reserve, FallocateReserve::Percent(1.0));
+        let f = parse("[account-server]\nfallocate_reserve = \"1048576\"\n").unwrap();
+        let s = f.settings(&cluster).unwrap();
+        assert_eq!(s.fallocate_reserve, FallocateReserve::Bytes(1 << 20));
+        let f = parse("[account-server]\nfallocate_reserve = \"100%\"\n").unwrap();
+        let s = f.settings(&cluster).unwrap();
+        assert_eq!(s.fallocate_reserve, FallocateReserve::Percent(100.0));
+        for bad in ["\"1GB\"", "\"150%\"", "\"-1\"", "1"] {
+            let text = format!("[account-server]\nfallocate_reserve = {bad}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("fallocate_reserve"), "{bad}: {e}");
+        }
     }
 }

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_common::constraints::{self, Constraints, MetaTarget};
+use cairn_common::fs::FallocateReserve;
 use cairn_common::http::{
     self as chttp, check_device_async, header_str, parse_account_path, x_timestamp,
     x_timestamp_opt, Body, Handler, HttpError, RequestBody,
@@ -27,6 +28,7 @@ use cairn_common::{HashPathSecret, Timestamp};
 use cairn_db::format;
 use cairn_db::http::{
     blocking, db_error, listing_content_type, listing_params, query_params, set, status_only,
+    writable_device,
 };
 use cairn_db::{AccountBroker, AccountInfo, ContainerRecord, DbError, Metadata, PolicyStat};
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -37,6 +39,8 @@ pub struct AccountServerSettings {
     /// Root of the devices (`/srv/node`).
     pub devices: PathBuf,
     pub mount_check: bool,
+    /// PUT, POST and REPLICATE answer 507 when a device has less free space than this.
+    pub fallocate_reserve: FallocateReserve,
     pub constraints: Constraints,
     /// Accounts starting with this prefix are created by their first container report.
     pub auto_create_account_prefix: String,
@@ -53,6 +57,7 @@ impl AccountServerSettings {
         AccountServerSettings {
             devices: devices.into(),
             mount_check: false,
+            fallocate_reserve: FallocateReserve::default(),
             constraints: Constraints::default(),
             auto_create_account_prefix: ".".into(),
             policies: vec![(0, "Policy-0".into())],
@@ -208,13 +213,15 @@ impl AccountServer {
         match method.as_str() {
             "PUT" if chttp::parse_tmp_path(req.uri().path()).is_some() => {
                 let s = self.settings();
-                cairn_db::http::upload_request(&s.devices, s.mount_check, req).await
+                cairn_db::http::upload_request(&s.devices, s.mount_check, s.fallocate_reserve, req)
+                    .await
             }
             "REPLICATE" => {
                 let s = self.settings();
                 cairn_db::http::replicate_request::<cairn_db::AccountKind>(
                     &s.devices,
                     s.mount_check,
+                    s.fallocate_reserve,
                     req,
                 )
                 .await
@@ -229,18 +236,24 @@ impl AccountServer {
     }
 
     /// `(device, account, container)` of `/D/P/A[/C]` and the account DB file (after
-    /// the device check: 507).
+    /// the device check: 507). `for_write` (PUT, POST) also refuses, 507, a device below
+    /// `fallocate_reserve`, as Swift; DELETEs are not refused: they are how space comes back.
     async fn db_file(
         &self,
         raw_path: &str,
         allow_container: bool,
+        for_write: bool,
     ) -> Result<(String, Option<String>, PathBuf), HttpError> {
         let p = parse_account_path(raw_path)?;
         if p.container.is_some() && !allow_container {
             return Err(HttpError::bad_request("Invalid path"));
         }
         let s = self.settings();
-        check_device_async(&s.devices, &p.device, s.mount_check).await?;
+        if for_write {
+            writable_device(&s.devices, &p.device, s.mount_check, s.fallocate_reserve).await?;
+        } else {
+            check_device_async(&s.devices, &p.device, s.mount_check).await?;
+        }
         let hash = self.inner.secret.hash_path(&p.account, None, None);
         let file = cairn_db::db_path(&s.devices, &p.device, "accounts", p.partition, &hash);
         Ok((p.account, p.container, file))
@@ -253,7 +266,7 @@ impl AccountServer {
 
     async fn put(&self, req: Request<RequestBody>) -> Result<Response<Body>, HttpError> {
         let headers = req.headers().clone();
-        let (account, container, db_file) = self.db_file(req.uri().path(), true).await?;
+        let (account, container, db_file) = self.db_file(req.uri().path(), true, true).await?;
         drop(req);
         match container {
             Some(container) => {
@@ -373,7 +386,7 @@ impl AccountServer {
 
     async fn delete(&self, req: Request<RequestBody>) -> Result<Response<Body>, HttpError> {
         // Swift's order: path (400), device (507), timestamp (400)
-        let (_, _, db_file) = self.db_file(req.uri().path(), false).await?;
+        let (_, _, db_file) = self.db_file(req.uri().path(), false, false).await?;
         let ts = x_timestamp(req.headers())?;
         drop(req);
         let deleted_now = blocking(move || {
@@ -401,7 +414,7 @@ impl AccountServer {
         parse_account_path(req.uri().path())?;
         let ts = x_timestamp(req.headers())?;
         let md = request_metadata(req.headers(), ts, &self.settings().constraints)?;
-        let (_, _, db_file) = self.db_file(req.uri().path(), false).await?;
+        let (_, _, db_file) = self.db_file(req.uri().path(), false, true).await?;
         drop(req);
         let limits = self.settings().constraints.clone();
         let gone = blocking(move || {
@@ -452,7 +465,7 @@ impl AccountServer {
             lp.path = None; // account listings have no `path`
             Some(lp)
         };
-        let (account, _, db_file) = self.db_file(req.uri().path(), false).await?;
+        let (account, _, db_file) = self.db_file(req.uri().path(), false, false).await?;
         drop(req);
         let acct = account.clone();
         let read = blocking(move || {

@@ -677,3 +677,59 @@ async fn replicate_rpc_and_upload() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert!(cairn_db::db_path(dir.path(), "sda", "accounts", 0, &other).is_file());
 }
+
+/// `fallocate_reserve = "100%"`: every write is refused with 507 and leaves the device
+/// untouched; reads and DELETEs still work (Swift refuses PUT, POST and REPLICATE only).
+#[tokio::test]
+async fn writes_below_fallocate_reserve_are_refused() {
+    use cairn_common::fs::FallocateReserve;
+    let full =
+        |s: &mut AccountServerSettings| s.fallocate_reserve = FallocateReserve::Percent(100.0);
+    let (dir, s) = server_with(full);
+    let sda = dir.path().join("sda");
+    let refused = StatusCode::INSUFFICIENT_STORAGE;
+    let r = put_account(&s, 1).await;
+    assert_eq!(r.status, refused);
+    assert!(r.text().contains("Drive: sda"), "{}", r.text());
+    assert_eq!(
+        report(&s, "/sda/0/.auto/c", 2, None, 1, 1, 0, &[])
+            .await
+            .status,
+        refused
+    );
+    let meta = [
+        ("X-Timestamp", ts(3)),
+        ("X-Account-Meta-Color", "blue".into()),
+    ];
+    let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(call(&s, "POST", ACCT, &meta).await.status, refused);
+    let hash = HashPathSecret::new("", "changeme").hash_path("AUTH_test", None, None);
+    let sync = serde_json::json!(["sync", -1, "h", "remote", ts(1), ts(1), "0", ""]);
+    let path = format!("/sda/0/{hash}");
+    let r = call_body(&s, "REPLICATE", &path, &[], Bytes::from(sync.to_string())).await;
+    assert_eq!(r.status, refused);
+    let r = call_body(&s, "PUT", "/sda/tmp/up.db", &[], Bytes::from("x")).await;
+    assert_eq!(r.status, refused);
+    assert_eq!(
+        std::fs::read_dir(&sda).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    assert_eq!(
+        call(&s, "HEAD", ACCT, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let del = [("X-Timestamp", ts(4).to_string())];
+    let r = call(&s, "DELETE", ACCT, &[("X-Timestamp", del[0].1.as_str())]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // An existing account keeps its metadata when a POST is refused.
+    let mut settings = AccountServerSettings::new(dir.path());
+    settings.fallocate_reserve = FallocateReserve::NONE;
+    let open = AccountServer::new(settings.clone(), HashPathSecret::new("", "changeme"));
+    assert_eq!(put_account(&open, 1).await.status, StatusCode::CREATED);
+    assert_eq!(call(&s, "POST", ACCT, &meta).await.status, refused);
+    let r = call(&s, "HEAD", ACCT, &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.h("x-account-meta-color"), None);
+}

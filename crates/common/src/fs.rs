@@ -178,6 +178,69 @@ pub fn fs_space(path: &Path) -> io::Result<(u64, u64)> {
     Ok((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
 }
 
+/// `fallocate_reserve` (Swift's `config_fallocate_value`): the free space a device keeps
+/// for itself, as bytes (`"1073741824"`) or a percentage of its size (`"1%"`). Writes that
+/// would leave less answer 507, so a full disk still has room for deletes, replication
+/// out of it and SQLite's own journal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FallocateReserve {
+    Bytes(u64),
+    /// 0 to 100 (100 refuses every write: draining a device).
+    Percent(f64),
+}
+
+impl Default for FallocateReserve {
+    /// Swift's default, `"1%"`.
+    fn default() -> Self {
+        FallocateReserve::Percent(1.0)
+    }
+}
+
+impl FallocateReserve {
+    /// No reserve: never refuse.
+    pub const NONE: FallocateReserve = FallocateReserve::Bytes(0);
+
+    /// Parse a config value; `key` names it in the error (`"object-server.fallocate_reserve"`).
+    pub fn parse(key: &str, value: &str) -> Result<Self, String> {
+        let v = value.trim();
+        let parsed = match v.strip_suffix('%') {
+            Some(n) => n
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|p| p.is_finite() && (0.0..=100.0).contains(p))
+                .map(FallocateReserve::Percent),
+            None => v.parse::<u64>().ok().map(FallocateReserve::Bytes),
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "{key} must be a number of bytes like \"1073741824\" or a percentage from 0 to \
+                 100 like \"1%\", not {value:?}"
+            )
+        })
+    }
+
+    /// The bytes to keep free on a file system of `total` bytes.
+    pub fn reserved_bytes(self, total: u64) -> u64 {
+        match self {
+            FallocateReserve::Bytes(b) => b,
+            FallocateReserve::Percent(p) => (total as f64 * p / 100.0).ceil() as u64,
+        }
+    }
+
+    /// Would writing `needed` more bytes on the file system of `path` go below the
+    /// reserve? `Ok(Some(reason))` when it would. Blocking (`statvfs`).
+    pub fn shortfall(self, path: &Path, needed: u64) -> io::Result<Option<String>> {
+        if self.reserved_bytes(u64::MAX) == 0 {
+            return Ok(None); // no statvfs when there is nothing to keep
+        }
+        let (free, total) = fs_space(path)?;
+        let reserve = self.reserved_bytes(total);
+        Ok((free.saturating_sub(needed) < reserve)
+            .then(|| format!("{free} bytes free, {needed} requested, reserve {reserve}")))
+    }
+}
+
 /// Is `path` a mount point (a directory on a different device than its parent, or `/`)?
 pub fn is_mount(path: &Path) -> io::Result<bool> {
     let m = fs::symlink_metadata(path)?;
@@ -300,5 +363,48 @@ mod tests {
         fallocate_keep_size(&f, 1 << 20).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 0);
         assert!(is_mount(Path::new("/")).unwrap());
+    }
+
+    #[test]
+    fn fallocate_reserve_parses_bytes_and_percent() {
+        let parse = |v| FallocateReserve::parse("t.fallocate_reserve", v);
+        assert_eq!(parse("1%"), Ok(FallocateReserve::Percent(1.0)));
+        assert_eq!(parse(" 2.5 % "), Ok(FallocateReserve::Percent(2.5)));
+        assert_eq!(parse("100%"), Ok(FallocateReserve::Percent(100.0)));
+        assert_eq!(parse("1048576"), Ok(FallocateReserve::Bytes(1 << 20)));
+        assert_eq!(parse("0"), Ok(FallocateReserve::NONE));
+        for bad in ["", "%", "-1%", "101%", "nan%", "1.5", "-3", "1 GB", "10x"] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("t.fallocate_reserve must be"), "{bad:?}: {e}");
+        }
+        assert_eq!(FallocateReserve::default(), FallocateReserve::Percent(1.0));
+        assert_eq!(FallocateReserve::Percent(10.0).reserved_bytes(1000), 100);
+        assert_eq!(FallocateReserve::Bytes(7).reserved_bytes(1000), 7);
+    }
+
+    #[test]
+    fn fallocate_reserve_shortfall() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = FallocateReserve::NONE;
+        assert_eq!(
+            none.shortfall(Path::new("/nonexistent"), u64::MAX).unwrap(),
+            None
+        );
+        assert!(FallocateReserve::Percent(0.0)
+            .shortfall(dir.path(), 1)
+            .unwrap()
+            .is_none());
+        let all = FallocateReserve::Percent(100.0)
+            .shortfall(dir.path(), 1)
+            .unwrap();
+        assert!(all.is_some_and(|r| r.contains("reserve")));
+        let huge = FallocateReserve::Bytes(u64::MAX)
+            .shortfall(dir.path(), 0)
+            .unwrap();
+        assert!(huge.is_some());
+        assert!(FallocateReserve::Bytes(1)
+            .shortfall(dir.path(), 0)
+            .unwrap()
+            .is_none());
     }
 }

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_common::config::{ClusterConfig, ConfigError};
+use cairn_common::fs::FallocateReserve;
 use cairn_common::http::Timeouts;
 use cairn_common::recon::ReconCache;
 use cairn_common::server_config::{
@@ -64,13 +65,27 @@ use crate::updater::{ContainerUpdater, UpdaterSettings};
 pub struct ContainerSection {
     /// Containers of accounts starting with this prefix are created on first use.
     pub auto_create_account_prefix: String,
+    /// PUT, POST and REPLICATE answer 507 below this free space on a device: bytes
+    /// (`"1073741824"`) or a percentage of its size (`"1%"`), as Swift.
+    pub fallocate_reserve: String,
 }
 
 impl Default for ContainerSection {
     fn default() -> Self {
         ContainerSection {
             auto_create_account_prefix: ".".to_string(),
+            fallocate_reserve: "1%".to_string(),
         }
+    }
+}
+
+impl ContainerSection {
+    /// The parsed `fallocate_reserve` (the object server's parser).
+    pub fn fallocate_reserve(&self) -> Result<FallocateReserve, String> {
+        FallocateReserve::parse(
+            "container-server.fallocate_reserve",
+            &self.fallocate_reserve,
+        )
     }
 }
 
@@ -159,6 +174,7 @@ impl RoleConfig for ContainerServerFile {
         &mut self.server
     }
     fn validate(&self) -> Result<(), String> {
+        self.container.fallocate_reserve()?;
         self.replicator.validate("container-replicator")?;
         let u = &self.updater;
         for (key, v) in [
@@ -193,16 +209,17 @@ impl RoleConfig for ContainerServerFile {
 
 impl ContainerServerFile {
     /// The handler settings this file describes (policies from the cluster file).
-    pub fn settings(&self, cluster: &ClusterConfig) -> ContainerServerSettings {
+    pub fn settings(&self, cluster: &ClusterConfig) -> Result<ContainerServerSettings, String> {
         let mut s = ContainerServerSettings::new(self.server.devices.clone());
         s.mount_check = self.server.mount_check;
+        s.fallocate_reserve = self.container.fallocate_reserve()?;
         s.auto_create_account_prefix = self.container.auto_create_account_prefix.clone();
         s.policies = cluster.policies.iter().map(|p| p.index).collect();
         s.default_policy = cluster.default_policy().index;
         s.account_update_timeouts = self.server.timeouts();
         s.replication_server = self.server.replication_server;
         s.constraints = cluster.constraints.clone();
-        s
+        Ok(s)
     }
 
     /// The container-replicator's settings.
@@ -261,7 +278,8 @@ fn load_ring(cluster: &ClusterConfig, name: &str, check: f64) -> Result<RingWatc
 pub async fn run_container_server(config: &Path) -> Result<(), RunError> {
     let file: ContainerServerFile = load_role_config(config)?;
     let cluster = file.server.load_cluster()?;
-    let server = ContainerServer::new(file.settings(&cluster), cluster.hash_path_secret());
+    let settings = file.settings(&cluster).map_err(RunError::Invalid)?;
+    let server = ContainerServer::new(settings, cluster.hash_path_secret());
     file.server
         .serve("container-server", DEFAULT_CONTAINER_PORT, &cluster, server)
         .await?;
@@ -438,6 +456,29 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
             assert!(e.starts_with("container-server.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn fallocate_reserve_bytes_or_percent() {
+        let cluster =
+            ClusterConfig::parse("[cluster]\nhash_path_suffix = \"s\"\n", "c", "/".into()).unwrap();
+        let parse = |text: &str| {
+            parse_role_config::<ContainerServerFile>(text, "container-server.toml", Path::new("/"))
+        };
+        let f = parse("").unwrap();
+        let s = f.settings(&cluster).unwrap();
+        assert_eq!(s.fallocate_reserve, FallocateReserve::Percent(1.0));
+        let f = parse("[container-server]\nfallocate_reserve = \"1048576\"\n").unwrap();
+        let s = f.settings(&cluster).unwrap();
+        assert_eq!(s.fallocate_reserve, FallocateReserve::Bytes(1 << 20));
+        let f = parse("[container-server]\nfallocate_reserve = \"100%\"\n").unwrap();
+        let s = f.settings(&cluster).unwrap();
+        assert_eq!(s.fallocate_reserve, FallocateReserve::Percent(100.0));
+        for bad in ["\"1GB\"", "\"150%\"", "\"-1\"", "1"] {
+            let text = format!("[container-server]\nfallocate_reserve = {bad}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("fallocate_reserve"), "{bad}: {e}");
         }
     }
 }

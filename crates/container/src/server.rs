@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cairn_common::constraints::{self, Constraints, MetaTarget};
+use cairn_common::fs::FallocateReserve;
 use cairn_common::http::{
     self as chttp, check_device_async, header_str, parse_container_path, trans_id, x_timestamp,
     BackendClient, Body, Handler, HttpError, RequestBody, Timeouts,
@@ -13,6 +14,7 @@ use cairn_common::{HashPathSecret, Timestamp};
 use cairn_db::format;
 use cairn_db::http::{
     blocking, db_error, listing_content_type, listing_params, query_params, set, status_only,
+    writable_device,
 };
 use cairn_db::{ContainerBroker, DbError, Metadata, ObjectRecord};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -33,6 +35,8 @@ pub struct ContainerServerSettings {
     /// Root of the devices (`/srv/node`).
     pub devices: PathBuf,
     pub mount_check: bool,
+    /// PUT, POST and REPLICATE answer 507 when a device has less free space than this.
+    pub fallocate_reserve: FallocateReserve,
     pub constraints: Constraints,
     /// Accounts starting with this prefix get their containers created on first use.
     pub auto_create_account_prefix: String,
@@ -52,6 +56,7 @@ impl ContainerServerSettings {
         ContainerServerSettings {
             devices: devices.into(),
             mount_check: false,
+            fallocate_reserve: FallocateReserve::default(),
             constraints: Constraints::default(),
             auto_create_account_prefix: ".".into(),
             policies: Vec::new(),
@@ -219,17 +224,24 @@ impl ContainerServer {
     async fn db_file(&self, p: &ContPath) -> Result<PathBuf, HttpError> {
         let s = self.settings();
         check_device_async(&s.devices, &p.device, s.mount_check).await?;
+        Ok(self.db_path(p))
+    }
+
+    /// [`Self::db_file`] for a PUT or POST: also 507 below `fallocate_reserve`, as Swift.
+    /// DELETEs are not refused (Swift does not either): they are how space comes back.
+    async fn db_file_for_write(&self, p: &ContPath) -> Result<PathBuf, HttpError> {
+        let s = self.settings();
+        writable_device(&s.devices, &p.device, s.mount_check, s.fallocate_reserve).await?;
+        Ok(self.db_path(p))
+    }
+
+    fn db_path(&self, p: &ContPath) -> PathBuf {
+        let s = self.settings();
         let hash = self
             .inner
             .secret
             .hash_path(&p.account, Some(&p.container), None);
-        Ok(cairn_db::db_path(
-            &s.devices,
-            &p.device,
-            "containers",
-            p.partition,
-            &hash,
-        ))
+        cairn_db::db_path(&s.devices, &p.device, "containers", p.partition, &hash)
     }
 
     fn autocreate(&self, account: &str) -> bool {
@@ -244,7 +256,7 @@ impl ContainerServer {
         let (referer, txn) = (referer(&req), trans_id(&req).to_string());
         drop(req);
         let requested = self.requested_policy(&headers, "x-backend-storage-policy-index")?;
-        let db_file = self.db_file(&p).await?;
+        let db_file = self.db_file_for_write(&p).await?;
         if let Some(obj) = p.obj.clone() {
             constraints::check_object_name(&obj, &self.settings().constraints)?;
             let policy = i64::from(requested.unwrap_or(0));
@@ -432,7 +444,7 @@ impl ContainerServer {
             &self.settings().constraints,
         )?;
         let md = request_metadata(&headers, ts)?;
-        let db_file = self.db_file(&p).await?;
+        let db_file = self.db_file_for_write(&p).await?;
         let limits = self.settings().constraints.clone();
         blocking(move || {
             let broker = ContainerBroker::open(&db_file).map_err(db_error)?;
@@ -561,14 +573,19 @@ impl ContainerServer {
     /// `REPLICATE /DEV/PART/HASH` (the DB replication RPC, [`cairn_db::http`]).
     async fn replicate(&self, req: Request<RequestBody>) -> Result<Response<Body>, HttpError> {
         let s = self.settings();
-        cairn_db::http::replicate_request::<cairn_db::ContainerKind>(&s.devices, s.mount_check, req)
-            .await
+        cairn_db::http::replicate_request::<cairn_db::ContainerKind>(
+            &s.devices,
+            s.mount_check,
+            s.fallocate_reserve,
+            req,
+        )
+        .await
     }
 
     /// `PUT /DEV/tmp/NAME`: a whole-DB upload ([`cairn_db::http`]).
     async fn upload_db(&self, req: Request<RequestBody>) -> Result<Response<Body>, HttpError> {
         let s = self.settings();
-        cairn_db::http::upload_request(&s.devices, s.mount_check, req).await
+        cairn_db::http::upload_request(&s.devices, s.mount_check, s.fallocate_reserve, req).await
     }
 
     /// Tell the account servers named by the request about this container; `Some(404)`

@@ -582,3 +582,67 @@ async fn replicate_rpc_and_db_upload() {
     let r = call(&s, "GET", "/sdb/0/AUTH_test/c", &[]).await;
     assert_eq!(r.text(), "o1\n");
 }
+
+/// `fallocate_reserve = "100%"`: every write is refused with 507 and leaves the device
+/// untouched; reads and DELETEs still work (Swift refuses PUT, POST and REPLICATE only).
+#[tokio::test]
+async fn writes_below_fallocate_reserve_are_refused() {
+    use cairn_common::fs::FallocateReserve;
+    let (d, open) = server();
+    let mut settings = ContainerServerSettings::new(d.path());
+    settings.fallocate_reserve = FallocateReserve::Percent(100.0);
+    let s = ContainerServer::new(settings, HashPathSecret::new("", "changeme"));
+    let refused = StatusCode::INSUFFICIENT_STORAGE;
+    let r = call(&s, "PUT", CONT, &[("X-Timestamp", &ts(1))]).await;
+    assert_eq!(r.status, refused);
+    assert!(r.text().contains("Drive: sda"), "{}", r.text());
+    let auto = [
+        ("X-Timestamp", ts(2)),
+        ("X-Size", "1".into()),
+        ("X-Content-Type", "text/plain".into()),
+        ("X-Etag", "d41d8cd98f00b204e9800998ecf8427e".into()),
+        ("X-Backend-Storage-Policy-Index", "0".into()),
+    ];
+    let auto: Vec<(&str, &str)> = auto.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = call(&s, "PUT", "/sda/0/.expiring/c/o", &auto).await;
+    assert_eq!(r.status, refused);
+    let meta = [
+        ("X-Timestamp", ts(3)),
+        ("X-Container-Meta-Color", "blue".into()),
+    ];
+    let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(call(&s, "POST", CONT, &meta).await.status, refused);
+    let hash = HashPathSecret::new("", "changeme").hash_path("AUTH_test", Some("c"), None);
+    let sync = serde_json::json!(["sync", -1, "h", "remote", ts(1), ts(1), "0", ""]);
+    let path = format!("/sda/0/{hash}");
+    let r = call_body(&s, "REPLICATE", &path, &[], sync.to_string().into_bytes()).await;
+    assert_eq!(r.status, refused);
+    let r = call_body(&s, "PUT", "/sda/tmp/up.db", &[], b"x".to_vec()).await;
+    assert_eq!(r.status, refused);
+    let sda = d.path().join("sda");
+    assert_eq!(
+        std::fs::read_dir(&sda).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    assert_eq!(
+        call(&s, "HEAD", CONT, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // An existing container keeps its rows and metadata when writes are refused; a
+    // DELETE (which frees space) is not refused.
+    assert_eq!(
+        call(&open, "PUT", CONT, &[("X-Timestamp", &ts(1))])
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(call(&s, "POST", CONT, &meta).await.status, refused);
+    assert_eq!(put_obj(&s, "o", 4, 3).await.status, refused);
+    let r = call(&s, "HEAD", CONT, &[]).await;
+    assert_eq!(r.h("x-container-meta-color"), None);
+    assert_eq!(r.h("x-container-object-count"), Some("0"));
+    let r = call(&s, "DELETE", CONT, &[("X-Timestamp", &ts(5))]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+}

@@ -5,8 +5,10 @@
 
 use std::path::Path;
 
+use cairn_common::fs::FallocateReserve;
 use cairn_common::http::{
-    self as chttp, check_device_async, header_str, Body, HttpError, RequestBody,
+    self as chttp, check_device_async, check_free_space_async, header_str, Body, HttpError,
+    RequestBody,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 
@@ -73,14 +75,29 @@ pub fn db_error(e: DbError) -> HttpError {
     HttpError::new(status, message)
 }
 
+/// The path of a device about to be written: usable (507 otherwise, as for any request)
+/// and with more free space than `reserve` (507 otherwise, Swift's `check_free_space`).
+pub async fn writable_device(
+    devices: &Path,
+    device: &str,
+    mount_check: bool,
+    reserve: FallocateReserve,
+) -> Result<std::path::PathBuf, HttpError> {
+    let dev = check_device_async(devices, device, mount_check).await?;
+    check_free_space_async(&dev, reserve).await?;
+    Ok(dev)
+}
+
 /// `REPLICATE /DEV/PART/HASH` with a JSON `[op, args…]` body (the DB replication RPC).
+/// Refused below `reserve`: most of its ops write (merges, syncs, rsync-then-merge).
 pub async fn replicate_request<K: Kind>(
     devices: &Path,
     mount_check: bool,
+    reserve: FallocateReserve,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     let (device, partition, hash) = chttp::parse_db_replicate_path(req.uri().path())?;
-    check_device_async(devices, &device, mount_check).await?;
+    writable_device(devices, &device, mount_check, reserve).await?;
     let body = req
         .into_body()
         .collect_limited(MAX_RPC_BODY)
@@ -108,10 +125,12 @@ pub async fn replicate_request<K: Kind>(
 
 /// `PUT /DEV/tmp/NAME`: a whole-DB upload (replication). Streams into a temp file,
 /// checks `X-Backend-Db-Checksum` (SHA-256 hex, 422 on mismatch) and SQLite's
-/// quick_check, then renames it to `DEV/tmp/NAME` (fsynced) → 201.
+/// quick_check, then renames it to `DEV/tmp/NAME` (fsynced) → 201. Refused below
+/// `reserve`, like every other write.
 pub async fn upload_request(
     devices: &Path,
     mount_check: bool,
+    reserve: FallocateReserve,
     req: Request<RequestBody>,
 ) -> Result<Response<Body>, HttpError> {
     use http_body_util::BodyExt;
@@ -119,7 +138,7 @@ pub async fn upload_request(
     use tokio::io::AsyncWriteExt;
     let (device, name) = chttp::parse_tmp_path(req.uri().path())
         .unwrap_or_else(|| Err(chttp::PathError::Invalid("Invalid path".into())))?;
-    let dev = check_device_async(devices, &device, mount_check).await?;
+    let dev = writable_device(devices, &device, mount_check, reserve).await?;
     let expected =
         header_str(req.headers(), "x-backend-db-checksum").map(|v| v.trim().to_ascii_lowercase());
     let tmp_dir = dev.join("tmp");

@@ -181,7 +181,7 @@ fn main() {
     let cfg = DiskConfig {
         devices: root.clone(),
         mount_check: false,
-        fallocate_reserve_pct: 0.0,
+        fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
         ..DiskConfig::default()
     };
     let mgr = DiskFileManager::new(cfg, HashPathSecret::new("", "replication-pass"));

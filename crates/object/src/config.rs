@@ -34,6 +34,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cairn_common::config::ConfigError;
+use cairn_common::fs::FallocateReserve;
 use cairn_common::server_config::{
     load_role_config, RoleConfig, ServerSection, DEFAULT_OBJECT_PORT,
 };
@@ -51,7 +52,7 @@ pub struct ObjectSection {
     pub reclaim_age: u64,
     /// `fdatasync` a PUT body every this many MiB.
     pub mb_per_sync: u64,
-    /// Refuse writes below this free space, as a percentage: `"1%"`.
+    /// Refuse writes below this free space: bytes (`"1073741824"`) or a percentage (`"1%"`).
     pub fallocate_reserve: String,
     /// Seconds a write waits for its container updates.
     pub container_update_timeout: f64,
@@ -90,17 +91,9 @@ impl Default for ObjectSection {
 }
 
 impl ObjectSection {
-    /// `"1%"` → 1.0.
-    pub fn fallocate_reserve_pct(&self) -> Result<f64, String> {
-        let v = self.fallocate_reserve.trim();
-        v.strip_suffix('%')
-            .and_then(|n| n.trim().parse::<f64>().ok())
-            .filter(|p| p.is_finite() && (0.0..100.0).contains(p))
-            .ok_or_else(|| {
-                format!(
-                    "object-server.fallocate_reserve must be a percentage like \"1%\", not {v:?}"
-                )
-            })
+    /// The parsed `fallocate_reserve` (bytes or a percentage, as Swift).
+    pub fn fallocate_reserve(&self) -> Result<FallocateReserve, String> {
+        FallocateReserve::parse("object-server.fallocate_reserve", &self.fallocate_reserve)
     }
 }
 
@@ -246,7 +239,7 @@ impl RoleConfig for ObjectServerFile {
     }
     fn validate(&self) -> Result<(), String> {
         let o = &self.object;
-        self.object.fallocate_reserve_pct()?;
+        self.object.fallocate_reserve()?;
         self.updater.validate()?;
         self.auditor.validate()?;
         self.expirer.validate()?;
@@ -279,7 +272,7 @@ impl ObjectServerFile {
                 mount_check: self.server.mount_check,
                 reclaim_age: o.reclaim_age,
                 bytes_per_sync: o.mb_per_sync.saturating_mul(1024 * 1024),
-                fallocate_reserve_pct: o.fallocate_reserve_pct()?,
+                fallocate_reserve: o.fallocate_reserve()?,
                 lock_timeout: Duration::from_secs_f64(o.lock_timeout),
             },
             allowed_headers: o
@@ -366,7 +359,7 @@ mod tests {
         let f: ObjectServerFile = parse_role_config("", "t", Path::new("/etc/cairn")).unwrap();
         assert_eq!(f.object, ObjectSection::default());
         let s = f.settings(vec![0]).unwrap();
-        assert_eq!(s.disk.fallocate_reserve_pct, 1.0);
+        assert_eq!(s.disk.fallocate_reserve, FallocateReserve::Percent(1.0));
         assert_eq!(s.disk.bytes_per_sync, 512 * 1024 * 1024);
         let f: ObjectServerFile = parse_role_config(
             "[object-server]\nreclaim_age = 10\nfallocate_reserve = \"2.5%\"\n",
@@ -399,11 +392,22 @@ mod tests {
             Path::new("/")
         )
         .is_err());
-        assert!(parse_role_config::<ObjectServerFile>(
+        // Bytes or a percentage, as Swift (the parser is shared with the DB servers).
+        let f: ObjectServerFile = parse_role_config(
             "[object-server]\nfallocate_reserve = \"10\"\n",
             "t",
-            Path::new("/")
+            Path::new("/"),
         )
-        .is_err());
+        .unwrap();
+        let reserve = f.settings(vec![]).unwrap().disk.fallocate_reserve;
+        assert_eq!(reserve, FallocateReserve::Bytes(10));
+        let e = parse_role_config::<ObjectServerFile>(
+            "[object-server]\nfallocate_reserve = \"10x\"\n",
+            "t",
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("object-server.fallocate_reserve"), "{e}");
     }
 }

@@ -41,8 +41,8 @@ pub struct DiskConfig {
     pub reclaim_age: u64,
     /// `fdatasync` every this many bytes of a PUT body (512 MiB).
     pub bytes_per_sync: u64,
-    /// Refuse writes when free space would drop below this percentage (1 %).
-    pub fallocate_reserve_pct: f64,
+    /// Refuse writes when free space would drop below this (1 %).
+    pub fallocate_reserve: cfs::FallocateReserve,
     /// How long to wait for a partition lock.
     pub lock_timeout: Duration,
 }
@@ -54,7 +54,7 @@ impl Default for DiskConfig {
             mount_check: true,
             reclaim_age: 604_800,
             bytes_per_sync: 512 * 1024 * 1024,
-            fallocate_reserve_pct: 1.0,
+            fallocate_reserve: cfs::FallocateReserve::default(),
             lock_timeout: Duration::from_secs(10),
         }
     }
@@ -737,15 +737,8 @@ impl DiskFile {
     fn create_tmp(&self, size: u64) -> Result<(File, PathBuf)> {
         let tmp_dir = self.paths.tmp_dir();
         let cfg = self.cfg();
-        if cfg.fallocate_reserve_pct > 0.0 {
-            let (free, total) = cfs::fs_space(&self.paths.device)?;
-            let reserve = (total as f64 * cfg.fallocate_reserve_pct / 100.0) as u64;
-            if free.saturating_sub(size) < reserve {
-                return Err(DiskError::DiskFull(format!(
-                    "{} bytes free, {size} requested, reserve {reserve}",
-                    free
-                )));
-            }
+        if let Some(reason) = cfg.fallocate_reserve.shortfall(&self.paths.device, size)? {
+            return Err(DiskError::DiskFull(reason));
         }
         match cfs::create_tmp_file(&tmp_dir, "obj") {
             Ok(r) => Ok(r),
@@ -1123,7 +1116,7 @@ mod tests {
         let cfg = DiskConfig {
             devices: dir.path().to_path_buf(),
             mount_check: false,
-            fallocate_reserve_pct: 0.0,
+            fallocate_reserve: cfs::FallocateReserve::NONE,
             ..DiskConfig::default()
         };
         let mgr = DiskFileManager::new(cfg, HashPathSecret::new("", "x"));
@@ -1153,7 +1146,7 @@ mod tests {
         let cfg = DiskConfig {
             devices: dir.path().to_path_buf(),
             mount_check: false,
-            fallocate_reserve_pct: 100.0,
+            fallocate_reserve: cfs::FallocateReserve::Percent(100.0),
             ..DiskConfig::default()
         };
         let mgr = DiskFileManager::new(cfg, HashPathSecret::new("", "x"));

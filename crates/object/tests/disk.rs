@@ -44,7 +44,7 @@ fn setup_policy(_policy: u32) -> (TempDir, DiskFileManager) {
     let cfg = DiskConfig {
         devices: dir.path().to_path_buf(),
         mount_check: false,
-        fallocate_reserve_pct: 0.0,
+        fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
         ..DiskConfig::default()
     };
     (

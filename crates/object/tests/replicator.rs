@@ -45,7 +45,7 @@ impl Node {
         DiskConfig {
             devices: self.dir.path().to_path_buf(),
             mount_check: false,
-            fallocate_reserve_pct: 0.0,
+            fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
             ..DiskConfig::default()
         }
     }
@@ -76,7 +76,7 @@ async fn cluster_with(part_power: u8) -> Cluster {
             disk: DiskConfig {
                 devices: dir.path().to_path_buf(),
                 mount_check: false,
-                fallocate_reserve_pct: 0.0,
+                fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
                 ..DiskConfig::default()
             },
             ..ObjectServerSettings::default()
@@ -937,7 +937,7 @@ fn delete_reverted_removes_only_confirmed_states_and_respects_the_lock() {
     let disk = DiskConfig {
         devices: dir.path().to_path_buf(),
         mount_check: false,
-        fallocate_reserve_pct: 0.0,
+        fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
         ..DiskConfig::default()
     };
     let mgr = DiskFileManager::new(disk, secret());

@@ -27,7 +27,7 @@ fn server_with(f: impl FnOnce(&mut ObjectServerSettings)) -> (TempDir, ObjectSer
         disk: DiskConfig {
             devices: dir.path().to_path_buf(),
             mount_check: false,
-            fallocate_reserve_pct: 0.0,
+            fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
             ..DiskConfig::default()
         },
         ..ObjectServerSettings::default()

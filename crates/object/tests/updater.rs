@@ -362,7 +362,7 @@ async fn replays_what_the_object_server_saved() {
             disk: DiskConfig {
                 devices: dir.path().to_path_buf(),
                 mount_check: false,
-                fallocate_reserve_pct: 0.0,
+                fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
                 ..DiskConfig::default()
             },
             ..ObjectServerSettings::default()

@@ -388,7 +388,7 @@ impl Cluster {
                 disk: cairn_object::DiskConfig {
                     devices: dir.path().to_path_buf(),
                     mount_check: false,
-                    fallocate_reserve_pct: 0.0,
+                    fallocate_reserve: cairn_common::fs::FallocateReserve::NONE,
                     ..Default::default()
                 },
                 ..Default::default()

@@ -75,6 +75,34 @@ pub async fn check_device_async(
         })
 }
 
+/// Refuse a write with 507 when the device at `dev_path` has less free space than
+/// `reserve` (Swift's `check_free_space` of its DB servers, before PUT, POST and
+/// REPLICATE). `statvfs` runs on the blocking pool; a device it cannot read is unusable,
+/// so that is a 507 as well.
+pub async fn check_free_space_async(
+    dev_path: &Path,
+    reserve: crate::fs::FallocateReserve,
+) -> Result<(), HttpError> {
+    let path = dev_path.to_path_buf();
+    let short = tokio::task::spawn_blocking(move || reserve.shortfall(&path, 0))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+    let device = dev_path
+        .file_name()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let reason = match short {
+        Ok(None) => return Ok(()),
+        Ok(Some(reason)) => reason,
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(%device, %reason, "refusing a write below fallocate_reserve");
+    Err(HttpError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        format!("There was not enough space to save the resource. Drive: {device}"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +124,21 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(HttpError::from(e).status, StatusCode::INSUFFICIENT_STORAGE);
+    }
+
+    #[tokio::test]
+    async fn free_space() {
+        use crate::fs::FallocateReserve;
+        let root = tempfile::tempdir().unwrap();
+        let dev = root.path().join("sda");
+        std::fs::create_dir(&dev).unwrap();
+        assert!(check_free_space_async(&dev, FallocateReserve::NONE)
+            .await
+            .is_ok());
+        let e = check_free_space_async(&dev, FallocateReserve::Percent(100.0))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(e.message.contains("Drive: sda"), "{}", e.message);
     }
 }

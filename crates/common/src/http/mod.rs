@@ -22,7 +22,7 @@ pub use body::{
     RequestBody, TimeoutBody,
 };
 pub use client::{authority, BackendClient, BackendResponse, ClientError, Timeouts};
-pub use device::{check_device, check_device_async, Unavailable};
+pub use device::{check_device, check_device_async, check_free_space_async, Unavailable};
 pub use error::HttpError;
 pub use headers::{
     header_parse, header_str, new_trans_id, policy_index, x_timestamp, x_timestamp_opt,
