@@ -17,13 +17,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use cairn_common::http::{channel, full, quote, BackendResponse, Body, BodySender};
-use cairn_common::Timestamp;
 
 use crate::auth::{hv, AuthzRequest};
 use crate::backend::{to_client, GetOutcome, ServerType};
 use crate::headers::{error_with, get, status_response, truthy};
-use crate::object::{fetch, store_raw, target, Target};
+use crate::object::{fetch, target, Target};
 use crate::server::{Ctx, Proxy};
+
+/// The manifest PUT lives in its own module; callers find it here with the rest of SLO.
+pub(crate) use crate::slo_put::slo_put;
 
 pub const MAX_MANIFEST_SEGMENTS: usize = 1000;
 pub const MAX_MANIFEST_SIZE: usize = 8 * 1024 * 1024;
@@ -43,6 +45,56 @@ pub struct SloEntry {
     pub range: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sub_slo: bool,
+}
+
+/// One entry of a stored SLO manifest as written since inline data segments (Swift
+/// 2.17): an object-backed segment, or `{"data": "<base64>"}` whose bytes live in the
+/// manifest itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ManifestItem {
+    /// Inline bytes, base64 with normalised padding (as the PUT stored them).
+    Data {
+        data: String,
+    },
+    Object(SloEntry),
+}
+
+impl ManifestItem {
+    /// The object-backed entry, if this is one (deletes and sub-manifests skip data).
+    pub fn into_object(self) -> Option<SloEntry> {
+        match self {
+            ManifestItem::Object(e) => Some(e),
+            ManifestItem::Data { .. } => None,
+        }
+    }
+}
+
+/// Decode inline segment data as Swift's `strict_b64decode` does: the standard
+/// alphabet only, padding optional (at most two `=`), leftover bits ignored.
+pub fn decode_inline(text: &str) -> Option<Bytes> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let body = text.trim_end_matches('=');
+    let ok_chars = body
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/');
+    if !ok_chars || text.len() - body.len() > 2 || body.len() % 4 == 1 {
+        return None;
+    }
+    LENIENT.decode(body).ok().map(Bytes::from)
+}
+
+/// Inline data as stored: standard base64 with padding (Swift re-encodes to normalise).
+pub fn encode_inline(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// A client's byte selection over an object of known size.
@@ -100,8 +152,48 @@ pub fn parse_range(header: Option<&str>, total: u64) -> RangeSel {
     }
 }
 
-/// A segment: `(path, etag, size, range within it, is a nested SLO)`.
-pub type Segment = (String, String, u64, Option<(u64, u64)>, bool);
+/// A segment of a large object: an object (maybe a nested SLO, maybe a range of it) or
+/// inline data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Segment {
+    /// `/container/object` (decoded); empty for inline data.
+    pub path: String,
+    /// Expected ETag (empty: don't check).
+    pub etag: String,
+    pub size: u64,
+    /// Inclusive byte range within the segment.
+    pub range: Option<(u64, u64)>,
+    pub sub_slo: bool,
+    /// Inline bytes (`size` is their length).
+    pub data: Option<Bytes>,
+}
+
+impl Segment {
+    pub fn object(path: String, etag: String, size: u64) -> Segment {
+        Segment {
+            path,
+            etag,
+            size,
+            ..Segment::default()
+        }
+    }
+
+    pub fn inline(data: Bytes) -> Segment {
+        Segment {
+            size: data.len() as u64,
+            data: Some(data),
+            ..Segment::default()
+        }
+    }
+
+    /// Bytes this segment contributes to the large object.
+    pub fn length(&self) -> u64 {
+        match self.range {
+            Some((a, b)) => b - a + 1,
+            None => self.size,
+        }
+    }
+}
 
 /// Conditional request headers evaluated against a large object's ETag and
 /// `Last-Modified` (the object servers only saw the manifest): 412, 304 or `None`.
@@ -165,6 +257,8 @@ pub struct Piece {
     pub range: Option<(u64, u64)>,
     pub sub_slo: bool,
     pub depth: usize,
+    /// Inline bytes, already cut to the wanted range (no request needed).
+    pub data: Option<Bytes>,
 }
 
 /// Segments as `(path, etag, size, range-within-segment)`: the pieces covering
@@ -172,13 +266,10 @@ pub struct Piece {
 pub fn select_pieces(segments: &[Segment], sel: Option<(u64, u64)>, depth: usize) -> Vec<Piece> {
     let mut out = Vec::new();
     let mut off = 0u64;
-    for (path, etag, size, range, sub) in segments {
-        let (rs, re) = range.unwrap_or((0, size.saturating_sub(1)));
-        let len = if *size == 0 && range.is_none() {
-            0
-        } else {
-            re - rs + 1
-        };
+    for seg in segments {
+        let size = seg.size;
+        let (rs, _) = seg.range.unwrap_or((0, 0));
+        let len = seg.length();
         let seg_first = off;
         off += len;
         if len == 0 {
@@ -191,13 +282,14 @@ pub fn select_pieces(segments: &[Segment], sel: Option<(u64, u64)>, depth: usize
         }
         let a = want_first.max(seg_first) - seg_first + rs;
         let b = want_last.min(seg_last) - seg_first + rs;
-        let whole = a == 0 && b + 1 == *size;
+        let whole = a == 0 && b + 1 == size;
         out.push(Piece {
-            path: path.clone(),
-            etag: etag.clone(),
+            path: seg.path.clone(),
+            etag: seg.etag.clone(),
             range: (!whole).then_some((a, b)),
-            sub_slo: *sub,
+            sub_slo: seg.sub_slo,
             depth,
+            data: seg.data.as_ref().map(|d| d.slice(a as usize..=b as usize)),
         });
     }
     out
@@ -211,7 +303,7 @@ pub fn segment_range(spec: &str, size: u64) -> Option<(u64, u64)> {
     }
 }
 
-fn md5_hex(data: &[u8]) -> String {
+pub(crate) fn md5_hex(data: &[u8]) -> String {
     hex::encode(Md5::digest(data))
 }
 
@@ -231,14 +323,20 @@ pub(crate) fn check_dlo_manifest_header(ctx: &Ctx) -> Option<Response<Body>> {
     })
 }
 
-fn split_cont_obj(path: &str) -> Option<(String, String)> {
+pub(crate) fn split_cont_obj(path: &str) -> Option<(String, String)> {
     let s = path.strip_prefix('/').unwrap_or(path);
     let (c, o) = s.split_once('/')?;
     (!c.is_empty() && !o.is_empty()).then(|| (c.to_string(), o.to_string()))
 }
 
 /// Read access to a segment's container for the caller (object GET semantics).
-async fn may_read(p: &Proxy, ctx: &Ctx, a: &str, c: &str, o: &str) -> Result<(), StatusCode> {
+pub(crate) async fn may_read(
+    p: &Proxy,
+    ctx: &Ctx,
+    a: &str,
+    c: &str,
+    o: &str,
+) -> Result<(), StatusCode> {
     let info = p.container_info(ctx, a, c).await;
     p.authorize_req(
         ctx,
@@ -339,6 +437,13 @@ async fn stream_task(
     let mut queue: VecDeque<Piece> = pieces.into();
     let a = ctx.account.clone();
     while let Some(piece) = queue.pop_front() {
+        if let Some(data) = piece.data {
+            // Inline data: already in hand and already cut to the range.
+            if tx.send(data).await.is_err() {
+                return Ok(()); // client gone
+            }
+            continue;
+        }
         let (c, o) = split_cont_obj(&piece.path).ok_or(format!("bad segment {}", piece.path))?;
         may_read(p, ctx, &a, &c, &o)
             .await
@@ -362,9 +467,9 @@ async fn stream_task(
                 .bytes(MAX_MANIFEST_SIZE * 2)
                 .await
                 .map_err(|e| e.to_string())?;
-            let entries: Vec<SloEntry> =
+            let entries: Vec<ManifestItem> =
                 serde_json::from_slice(&data).map_err(|e| format!("bad manifest: {e}"))?;
-            let segs = slo_segments(&entries);
+            let segs = slo_segments(&entries)?;
             let sub = select_pieces(&segs, piece.range, piece.depth + 1);
             for s in sub.into_iter().rev() {
                 queue.push_front(s);
@@ -412,22 +517,27 @@ async fn stream_task(
 }
 
 /// Stored manifest entries as segments for [`select_pieces`].
-fn slo_segments(entries: &[SloEntry]) -> Vec<Segment> {
+fn slo_segments(entries: &[ManifestItem]) -> Result<Vec<Segment>, String> {
     entries
         .iter()
-        .map(|e| {
-            let range = e.range.as_deref().and_then(|r| segment_range(r, e.bytes));
-            (
-                e.name.clone(),
-                if e.sub_slo {
+        .map(|item| match item {
+            ManifestItem::Data { data } => decode_inline(data)
+                .map(Segment::inline)
+                .ok_or_else(|| "bad inline data in manifest".to_string()),
+            ManifestItem::Object(e) => Ok(Segment {
+                path: e.name.clone(),
+                // A nested manifest's own ETag is not the one recorded (that is its
+                // large-object ETag), so it is not checked.
+                etag: if e.sub_slo {
                     String::new()
                 } else {
                     e.hash.clone()
                 },
-                e.bytes,
-                range,
-                e.sub_slo,
-            )
+                size: e.bytes,
+                range: e.range.as_deref().and_then(|r| segment_range(r, e.bytes)),
+                sub_slo: e.sub_slo,
+                data: None,
+            }),
         })
         .collect()
 }
@@ -502,7 +612,11 @@ pub(crate) async fn dlo_get(
                 continue;
             };
             marker = name.to_string();
-            segments.push((format!("/{c}/{name}"), hash.to_string(), bytes, None, false));
+            segments.push(Segment::object(
+                format!("/{c}/{name}"),
+                hash.to_string(),
+                bytes,
+            ));
         }
         if segments.len() > p.cfg.proxy.max_large_object_segments {
             return error_with(StatusCode::CONFLICT, "Too many segments in DLO");
@@ -514,9 +628,9 @@ pub(crate) async fn dlo_get(
     }
     let mut etag_src = String::new();
     let mut total = 0u64;
-    for (_, h, b, _, _) in &segments {
-        etag_src.push_str(h);
-        total += b;
+    for seg in &segments {
+        etag_src.push_str(&seg.etag);
+        total += seg.size;
     }
     let etag = md5_hex(etag_src.as_bytes());
     lo_response(p, ctx, &manifest, segments, etag, total)
@@ -586,15 +700,13 @@ pub(crate) async fn slo_get(
     let Ok(data) = data else {
         return status_response(StatusCode::SERVICE_UNAVAILABLE);
     };
-    let Ok(entries) = serde_json::from_slice::<Vec<SloEntry>>(&data) else {
+    let Ok(entries) = serde_json::from_slice::<Vec<ManifestItem>>(&data) else {
         return status_response(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    let segs = slo_segments(&entries);
-    let total: u64 = slo_size.unwrap_or_else(|| {
-        segs.iter()
-            .map(|(_, _, b, r, _)| r.map_or(*b, |(x, y)| y - x + 1))
-            .sum()
-    });
+    let Ok(segs) = slo_segments(&entries) else {
+        return status_response(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let total: u64 = slo_size.unwrap_or_else(|| segs.iter().map(Segment::length).sum());
     let etag = slo_etag.unwrap_or_else(|| slo_etag_of(&entries));
     fix_ct(lo_response(p, ctx, &head_resp, segs, etag, total))
 }
@@ -607,16 +719,37 @@ pub fn strip_swift_bytes(ct: &str) -> String {
         .join(";")
 }
 
-/// md5 over the segment etags (ranged ones as `etag:range;`).
-pub fn slo_etag_of(entries: &[SloEntry]) -> String {
+/// md5 over the segment etags (ranged ones as `etag:range;`, inline data as the md5 of
+/// its bytes), as Swift computes it.
+pub fn slo_etag_of(entries: &[ManifestItem]) -> String {
     let mut h = Md5::new();
-    for e in entries {
-        match &e.range {
-            Some(r) => h.update(format!("{}:{};", e.hash, r).as_bytes()),
-            None => h.update(e.hash.as_bytes()),
+    for item in entries {
+        match item {
+            ManifestItem::Data { data } => {
+                h.update(md5_hex(&decode_inline(data).unwrap_or_default()).as_bytes())
+            }
+            ManifestItem::Object(e) => match &e.range {
+                Some(r) => h.update(format!("{}:{};", e.hash, r).as_bytes()),
+                None => h.update(e.hash.as_bytes()),
+            },
         }
     }
     hex::encode(h.finalize())
+}
+
+/// The large object's length: every segment's (range) length plus the inline bytes.
+pub fn slo_size_of(entries: &[ManifestItem]) -> u64 {
+    entries
+        .iter()
+        .map(|item| match item {
+            ManifestItem::Data { data } => decode_inline(data).map_or(0, |d| d.len() as u64),
+            ManifestItem::Object(e) => e
+                .range
+                .as_deref()
+                .and_then(|r| segment_range(r, e.bytes))
+                .map_or(e.bytes, |(x, y)| y - x + 1),
+        })
+        .sum()
 }
 
 /// `?multipart-manifest=get`: the stored manifest (or the PUT format with `format=raw`).
@@ -626,15 +759,19 @@ pub(crate) async fn slo_manifest_get(ctx: &Ctx, resp: BackendResponse) -> Respon
         return status_response(StatusCode::SERVICE_UNAVAILABLE);
     };
     let body = if ctx.param("format").as_deref() == Some("raw") {
-        let entries: Vec<SloEntry> = serde_json::from_slice(&data).unwrap_or_default();
+        let entries: Vec<ManifestItem> = serde_json::from_slice(&data).unwrap_or_default();
         let raw: Vec<Value> = entries
             .iter()
-            .map(|e| {
-                let mut v = json!({"path": e.name, "etag": e.hash, "size_bytes": e.bytes});
-                if let Some(r) = &e.range {
-                    v["range"] = json!(r);
+            .map(|item| match item {
+                // Inline data is already in the PUT format.
+                ManifestItem::Data { data } => json!({ "data": data }),
+                ManifestItem::Object(e) => {
+                    let mut v = json!({"path": e.name, "etag": e.hash, "size_bytes": e.bytes});
+                    if let Some(r) = &e.range {
+                        v["range"] = json!(r);
+                    }
+                    v
                 }
-                v
             })
             .collect();
         Bytes::from(Value::Array(raw).to_string())
@@ -652,227 +789,6 @@ pub(crate) async fn slo_manifest_get(ctx: &Ctx, resp: BackendResponse) -> Respon
     );
     r.headers_mut().insert("etag", hv(&etag));
     r
-}
-
-/// One entry of a `multipart-manifest=put` body.
-#[derive(Debug, Deserialize)]
-struct PutEntry {
-    path: Option<String>,
-    #[serde(default)]
-    etag: Option<String>,
-    #[serde(default)]
-    size_bytes: Option<u64>,
-    #[serde(default)]
-    range: Option<String>,
-}
-
-/// `PUT ?multipart-manifest=put`: validate every segment, store the manifest.
-pub(crate) async fn slo_put(
-    p: &Proxy,
-    ctx: &mut Ctx,
-    t: Target,
-    (a, c, o): (&str, &str, &str),
-) -> Response<Body> {
-    let body = ctx.take_body();
-    let data = match body.collect_limited(MAX_MANIFEST_SIZE).await {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            return error_with(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("Manifest File > {MAX_MANIFEST_SIZE} bytes"),
-            )
-        }
-        Err(_) => {
-            return status_response(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST))
-        }
-    };
-    let entries: Vec<PutEntry> = match serde_json::from_slice(&data) {
-        Ok(v) => v,
-        Err(_) => return error_with(StatusCode::BAD_REQUEST, "Manifest must be valid JSON.\n"),
-    };
-    if entries.is_empty() {
-        return error_with(
-            StatusCode::BAD_REQUEST,
-            "Manifest must have at least one segment.\n",
-        );
-    }
-    if entries.len() > MAX_MANIFEST_SEGMENTS {
-        return error_with(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Number of segments must be <= {MAX_MANIFEST_SEGMENTS}"),
-        );
-    }
-    // HEAD every segment (a few at a time).
-    let n_entries = entries.len();
-    let mut checks = Vec::with_capacity(n_entries);
-    for (i, e) in entries.into_iter().enumerate() {
-        let sub = ctx.sub();
-        let last = i + 1 == n_entries;
-        checks.push(Box::pin(async move {
-            check_segment(p, &sub, a, &e, last).await
-        }));
-    }
-    let results: Vec<Result<SloEntry, (String, String)>> = futures_util::stream::iter(checks)
-        .buffered(8)
-        .collect()
-        .await;
-    let mut errors = Vec::new();
-    let mut stored = Vec::new();
-    for r in results {
-        match r {
-            Ok(e) => stored.push(e),
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        let mut msg = String::from("Errors:\n");
-        for (path, why) in &errors {
-            msg.push_str(&format!("{path}, {why}\n"));
-        }
-        return error_with(StatusCode::BAD_REQUEST, msg);
-    }
-    let total: u64 = stored
-        .iter()
-        .map(|e| {
-            e.range
-                .as_deref()
-                .and_then(|r| segment_range(r, e.bytes))
-                .map_or(e.bytes, |(x, y)| y - x + 1)
-        })
-        .sum();
-    let slo_etag = slo_etag_of(&stored);
-    if let Some(client) = ctx.header("etag").map(|e| e.trim().trim_matches('"')) {
-        if !client.is_empty() && client != slo_etag {
-            return status_response(StatusCode::UNPROCESSABLE_ENTITY);
-        }
-    }
-    let manifest = serde_json::to_vec(&stored).unwrap_or_default();
-    let mut base = crate::object::forward_headers(ctx);
-    base.insert("etag", hv(&md5_hex(&manifest)));
-    let ctype = match ctx.header("content-type") {
-        Some(ct) if !truthy(ctx.header("x-detect-content-type")) => ct.to_string(),
-        _ => crate::object::guess_content_type(o),
-    };
-    base.insert("content-type", hv(&format!("{ctype};swift_bytes={total}")));
-    base.insert("x-static-large-object", HeaderValue::from_static("True"));
-    base.insert("x-object-sysmeta-slo-etag", hv(&slo_etag));
-    base.insert("x-object-sysmeta-slo-size", HeaderValue::from(total));
-    base.insert(
-        "x-backend-container-update-override-etag",
-        hv(&format!("{}; slo_etag={slo_etag}", md5_hex(&manifest))),
-    );
-    let delete_at = get(&base, "x-delete-at").and_then(|v| v.trim().parse::<u64>().ok());
-    let len = manifest.len() as u64;
-    let body = full(manifest);
-    if let Err(r) = crate::object::version_before_write(p, ctx, &t, (a, c, o)).await {
-        return r;
-    }
-    let (outcome, ts) = store_raw(p, ctx, &t, (a, c, o), base, Some(len), delete_at, body).await;
-    let ok = outcome.status.is_success() && outcome.status != StatusCode::ACCEPTED;
-    let mut r = crate::object::put_response(outcome, ts);
-    if ok {
-        r.headers_mut()
-            .insert("etag", hv(&format!("\"{slo_etag}\"")));
-    }
-    r
-}
-
-async fn check_segment(
-    p: &Proxy,
-    ctx: &Ctx,
-    a: &str,
-    e: &PutEntry,
-    last: bool,
-) -> Result<SloEntry, (String, String)> {
-    let Some(path) = e.path.clone() else {
-        return Err(("".into(), "Inline data segments are not supported".into()));
-    };
-    let err = |why: &str| (quote(&path), why.to_string());
-    let Some((c, o)) = split_cont_obj(&path) else {
-        return Err(err("Invalid segment path"));
-    };
-    if may_read(p, ctx, a, &c, &o).await.is_err() {
-        return Err(err("403 Forbidden"));
-    }
-    let t = target(p, ctx, a, &c, &o)
-        .await
-        .map_err(|_| err("503 Service Unavailable"))?;
-    let resp = match fetch(
-        p,
-        ctx,
-        Method::HEAD,
-        &t,
-        (a, &c, &o),
-        HeaderMap::new(),
-        false,
-        None,
-    )
-    .await
-    {
-        GetOutcome::Found(r, _) if r.status.is_success() => r,
-        GetOutcome::Found(r, _) => return Err(err(&r.status.to_string())),
-        GetOutcome::Failed(replies) => {
-            let best = p.read_failure(&replies);
-            let s = StatusCode::from_u16(best.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return Err(err(&s.to_string()));
-        }
-    };
-    let sub_slo = truthy(get(&resp.headers, "x-static-large-object"));
-    let size = if sub_slo {
-        get(&resp.headers, "x-object-sysmeta-slo-size").and_then(|v| v.parse::<u64>().ok())
-    } else {
-        get(&resp.headers, "content-length").and_then(|v| v.parse::<u64>().ok())
-    }
-    .unwrap_or(0);
-    let etag = if sub_slo {
-        get(&resp.headers, "x-object-sysmeta-slo-etag").unwrap_or("")
-    } else {
-        get(&resp.headers, "etag").unwrap_or("")
-    }
-    .trim_matches('"')
-    .to_string();
-    if let Some(want) = e
-        .etag
-        .as_deref()
-        .map(|s| s.trim_matches('"'))
-        .filter(|s| !s.is_empty())
-    {
-        if want != etag {
-            return Err(err("Etag Mismatch"));
-        }
-    }
-    if let Some(want) = e.size_bytes {
-        if want != size {
-            return Err(err("Size Mismatch"));
-        }
-    }
-    // Normalise the range to `a-b` (dropped when it is the whole segment).
-    let mut range = None;
-    let mut length = size;
-    if let Some(r) = &e.range {
-        match segment_range(r, size) {
-            None => return Err(err("Unsatisfiable Range")),
-            Some((a, b)) if a == 0 && b + 1 == size => {}
-            Some((a, b)) => {
-                range = Some(format!("{a}-{b}"));
-                length = b - a + 1;
-            }
-        }
-    }
-    if length < 1 && !last {
-        return Err(err("Too small; each segment must be at least 1 byte."));
-    }
-    Ok(SloEntry {
-        name: format!("/{c}/{o}"),
-        hash: etag,
-        bytes: size,
-        content_type: get(&resp.headers, "content-type").map(str::to_string),
-        last_modified: get(&resp.headers, "x-timestamp")
-            .and_then(|v| Timestamp::parse(v).ok())
-            .map(|t| t.iso_listing()),
-        range,
-        sub_slo,
-    })
 }
 
 /// `DELETE ?multipart-manifest=delete`: delete every segment, then the manifest;
@@ -919,9 +835,11 @@ pub(crate) async fn slo_delete(
     let mut paths: Vec<String> = Vec::new();
     if truthy(get(&resp.headers, "x-static-large-object")) {
         let data = resp.bytes(MAX_MANIFEST_SIZE * 2).await.unwrap_or_default();
-        let entries: Vec<SloEntry> = serde_json::from_slice(&data).unwrap_or_default();
+        let entries: Vec<ManifestItem> = serde_json::from_slice(&data).unwrap_or_default();
+        // Inline data segments have nothing to delete.
+        let entries = entries.into_iter().filter_map(ManifestItem::into_object);
         // Nested manifests go with their own segments (each segment before its manifest).
-        let mut stack: Vec<(SloEntry, usize)> = entries.into_iter().rev().map(|e| (e, 0)).collect();
+        let mut stack: Vec<(SloEntry, usize)> = entries.rev().map(|e| (e, 0)).collect();
         while let Some((e, depth)) = stack.pop() {
             if e.sub_slo && depth < MAX_NESTING {
                 if let Some(sub) = sub_manifest(p, ctx, a, &e.name).await {
@@ -965,13 +883,17 @@ async fn sub_manifest(p: &Proxy, ctx: &Ctx, a: &str, path: &str) -> Option<Vec<S
     {
         GetOutcome::Found(r, _) if truthy(get(&r.headers, "x-static-large-object")) => {
             let data = r.bytes(MAX_MANIFEST_SIZE * 2).await.ok()?;
-            serde_json::from_slice(&data).ok()
+            let items: Vec<ManifestItem> = serde_json::from_slice(&data).ok()?;
+            Some(
+                items
+                    .into_iter()
+                    .filter_map(ManifestItem::into_object)
+                    .collect(),
+            )
         }
         _ => None,
     }
 }
-
-use futures_util::StreamExt;
 
 #[cfg(test)]
 mod tests {
@@ -1036,16 +958,14 @@ mod tests {
 
     #[test]
     fn pieces() {
+        let seg = |p: &str, e: &str, size| Segment::object(p.into(), e.into(), size);
         let segs = vec![
-            ("/c/a".to_string(), "ea".to_string(), 5, None, false),
-            ("/c/b".to_string(), "eb".to_string(), 5, None, false),
-            (
-                "/c/c".to_string(),
-                "ec".to_string(),
-                10,
-                Some((2, 4)),
-                false,
-            ),
+            seg("/c/a", "ea", 5),
+            seg("/c/b", "eb", 5),
+            Segment {
+                range: Some((2, 4)),
+                ..seg("/c/c", "ec", 10)
+            },
         ];
         let all = select_pieces(&segs, None, 0);
         assert_eq!(all.len(), 3);
@@ -1066,21 +986,57 @@ mod tests {
     }
 
     #[test]
+    fn inline_pieces_are_cut_to_the_range() {
+        let segs = vec![
+            Segment::inline(Bytes::from_static(b"head")),
+            Segment::object("/c/a".into(), "ea".into(), 5),
+            Segment::inline(Bytes::from_static(b"tail")),
+        ];
+        let got = select_pieces(&segs, Some((2, 10)), 0);
+        let data: Vec<_> = got.iter().map(|p| p.data.clone()).collect();
+        assert_eq!(
+            data,
+            vec![
+                Some(Bytes::from_static(b"ad")),
+                None,
+                Some(Bytes::from_static(b"ta"))
+            ]
+        );
+        assert_eq!(got[1].range, None);
+        assert_eq!(got[2].range, Some((0, 1)));
+    }
+
+    #[test]
     fn slo_etags_and_types() {
-        let e = |h: &str, r: Option<&str>| SloEntry {
-            name: "/c/o".into(),
-            hash: h.into(),
-            bytes: 10,
-            content_type: None,
-            last_modified: None,
-            range: r.map(str::to_string),
-            sub_slo: false,
+        let e = |h: &str, r: Option<&str>| {
+            ManifestItem::Object(SloEntry {
+                name: "/c/o".into(),
+                hash: h.into(),
+                bytes: 10,
+                content_type: None,
+                last_modified: None,
+                range: r.map(str::to_string),
+                sub_slo: false,
+            })
         };
         assert_eq!(
             slo_etag_of(&[e("aa", None), e("bb", None)]),
             md5_hex(b"aabb")
         );
         assert_eq!(slo_etag_of(&[e("aa", Some("0-1"))]), md5_hex(b"aa:0-1;"));
+        // Inline data counts as the md5 of its bytes, and its length.
+        let data = ManifestItem::Data {
+            data: encode_inline(b"xyz"),
+        };
+        let mixed = [e("aa", None), data.clone(), e("bb", Some("0-1"))];
+        let want = format!("aa{}bb:0-1;", md5_hex(b"xyz"));
+        assert_eq!(slo_etag_of(&mixed), md5_hex(want.as_bytes()));
+        assert_eq!(slo_size_of(&mixed), 10 + 3 + 2);
+        // Stored entries of both kinds read back as written.
+        let text = serde_json::to_string(&mixed).unwrap();
+        let back: Vec<ManifestItem> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, mixed);
+        assert!(text.contains(r#"{"data":"eHl6"}"#), "{text}");
         assert_eq!(strip_swift_bytes("text/plain;swift_bytes=10"), "text/plain");
         assert_eq!(segment_range("0-1", 10), Some((0, 1)));
         assert_eq!(segment_range("20-", 10), None);

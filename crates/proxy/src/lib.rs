@@ -49,6 +49,7 @@ pub mod repair;
 pub mod resume;
 pub mod server;
 pub mod signature;
+mod slo_put;
 pub mod tempurl;
 pub mod versioning;
 

@@ -21,6 +21,7 @@ use cairn_ring::{Device, Ring, RingData};
 
 use crate::{Proxy, ProxyConfig, ProxyServer, RingSource, Rings};
 
+mod slo;
 mod temp_urls;
 
 const NORMAL: u8 = 0;
