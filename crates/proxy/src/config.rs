@@ -91,6 +91,9 @@ pub struct ProxySection {
     pub read_repair_queue: usize,
     /// Concurrent read repairs.
     pub read_repair_workers: usize,
+    /// Seconds between checks of the ring files for a new version (Swift's name and
+    /// default; 0 checks on every request).
+    pub ring_check_interval: f64,
 }
 
 impl Default for ProxySection {
@@ -117,6 +120,7 @@ impl Default for ProxySection {
             read_repair: true,
             read_repair_queue: 1024,
             read_repair_workers: 2,
+            ring_check_interval: 15.0,
         }
     }
 }
@@ -221,6 +225,7 @@ impl RoleConfig for ProxyConfig {
         crate::affinity::parse_node_count(&p.write_affinity_node_count)
             .map_err(|e| format!("proxy.write_affinity_node_count: {e}"))?;
         positive("proxy.timing_expiry", p.timing_expiry)?;
+        positive("proxy.ring_check_interval", p.ring_check_interval)?;
         if p.read_repair_queue == 0 || p.read_repair_workers == 0 {
             return Err(
                 "proxy.read_repair_queue and read_repair_workers must be at least 1".into(),
@@ -275,6 +280,12 @@ fn secs(v: f64) -> Duration {
 }
 
 impl ProxyConfig {
+    /// `proxy.ring_check_interval` as a duration (validated non-negative and finite).
+    pub fn ring_check_interval(&self) -> Duration {
+        Duration::try_from_secs_f64(self.proxy.ring_check_interval)
+            .unwrap_or(cairn_ring::ring::DEFAULT_RING_CHECK_INTERVAL)
+    }
+
     /// Read and check `proxy-server.toml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: ProxyConfig = load_role_config(path)?;
@@ -373,5 +384,23 @@ mod tests {
             c.tempauth.token_secret_file,
             Some(PathBuf::from("/etc/cairn/secret"))
         );
+    }
+
+    #[test]
+    fn ring_check_interval() {
+        let secret = "[tempauth]\ntoken_secret = \"0123456789\"\n";
+        let c = parse(secret).unwrap();
+        assert_eq!(c.proxy.ring_check_interval, 15.0);
+        assert_eq!(c.ring_check_interval(), Duration::from_secs(15));
+        let c = parse(&format!("{secret}[proxy]\nring_check_interval = 2.5\n")).unwrap();
+        assert_eq!(c.ring_check_interval(), Duration::from_millis(2500));
+        let c = parse(&format!("{secret}[proxy]\nring_check_interval = 0\n")).unwrap();
+        assert_eq!(c.ring_check_interval(), Duration::ZERO);
+        for bad in ["-1", "1e12", "nan", "\"15\""] {
+            let e = parse(&format!("{secret}[proxy]\nring_check_interval = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ring_check_interval"), "{bad}: {e}");
+        }
     }
 }

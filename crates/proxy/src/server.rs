@@ -61,11 +61,11 @@ pub struct Rings {
 
 impl Rings {
     /// Load `account.ring`, `container.ring` and every policy's object ring from the
-    /// cluster's ring directory.
-    pub fn load(cluster: &ClusterConfig) -> io::Result<Rings> {
+    /// cluster's ring directory; each is checked for a new version every `check_interval`.
+    pub fn load(cluster: &ClusterConfig, check_interval: Duration) -> io::Result<Rings> {
         let dir = cluster.ring_dir();
         let load = |name: &str| {
-            RingWatcher::new(dir.join(name))
+            RingWatcher::with_interval(dir.join(name), check_interval)
                 .map(RingSource::Watch)
                 .map_err(|e| io::Error::other(format!("{}: {e}", dir.join(name).display())))
         };
@@ -502,7 +502,7 @@ impl ProxyServer {
             .server
             .load_cluster()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let rings = Rings::load(&cluster)?;
+        let rings = Rings::load(&cluster, cfg.ring_check_interval())?;
         Ok(ProxyServer::new(Proxy::new(cfg, cluster, rings)?))
     }
 }
