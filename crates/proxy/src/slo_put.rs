@@ -106,7 +106,13 @@ async fn read_manifest(ctx: &mut Ctx) -> Result<Vec<Planned>, Response<Body>> {
             ))
         }
     };
-    let planned = parse_manifest(&data).map_err(|m| error_with(StatusCode::BAD_REQUEST, m))?;
+    let own = format!(
+        "/{}/{}",
+        ctx.container.as_deref().unwrap_or(""),
+        ctx.object.as_deref().unwrap_or("")
+    );
+    let planned =
+        parse_manifest(&data, &own).map_err(|m| error_with(StatusCode::BAD_REQUEST, m))?;
     // Only object-backed segments count against the limit (inline data is bounded by
     // the manifest size).
     let objects = planned
@@ -122,9 +128,9 @@ async fn read_manifest(ctx: &mut Ctx) -> Result<Vec<Planned>, Response<Body>> {
     Ok(planned)
 }
 
-/// Parse the JSON body into entries; the error is Swift's message (one line per bad
-/// entry, `Index N: …`).
-fn parse_manifest(data: &[u8]) -> Result<Vec<Planned>, String> {
+/// Parse the JSON body of the manifest `own` (`/container/object`) into entries; the
+/// error is Swift's message (one line per bad entry, `Index N: …`).
+fn parse_manifest(data: &[u8], own: &str) -> Result<Vec<Planned>, String> {
     let Ok(v) = serde_json::from_slice::<Value>(data) else {
         return Err("Manifest must be valid JSON.\n".into());
     };
@@ -138,7 +144,7 @@ fn parse_manifest(data: &[u8]) -> Result<Vec<Planned>, String> {
     let mut out = Vec::with_capacity(list.len());
     let mut errors = String::new();
     for (i, item) in list.iter().enumerate() {
-        match plan_entry(item, i == last) {
+        match plan_entry(item, i == last, own) {
             Ok(e) => out.push(e),
             Err(why) => errors.push_str(&format!("Index {i}: {why}\n")),
         }
@@ -154,7 +160,7 @@ fn parse_manifest(data: &[u8]) -> Result<Vec<Planned>, String> {
 }
 
 /// One entry: a data or a path segment, with no keys beyond its kind's.
-fn plan_entry(item: &Value, last: bool) -> Result<Planned, String> {
+fn plan_entry(item: &Value, last: bool, own: &str) -> Result<Planned, String> {
     let Value::Object(m) = item else {
         return Err("not a JSON object".into());
     };
@@ -180,7 +186,7 @@ fn plan_entry(item: &Value, last: bool) -> Result<Planned, String> {
     if kind == "data" {
         plan_data(&m["data"])
     } else {
-        plan_path(m, last)
+        plan_path(m, last, own)
     }
 }
 
@@ -195,7 +201,7 @@ fn plan_data(v: &Value) -> Result<Planned, String> {
     Ok(Planned::Data(data))
 }
 
-fn plan_path(m: &Map<String, Value>, last: bool) -> Result<Planned, String> {
+fn plan_path(m: &Map<String, Value>, last: bool, own: &str) -> Result<Planned, String> {
     let Some(path) = m["path"].as_str() else {
         return Err("\"path\" must be a string".into());
     };
@@ -220,6 +226,10 @@ fn plan_path(m: &Map<String, Value>, last: bool) -> Result<Planned, String> {
     };
     if size_bytes == Some(0) && !last {
         return Err("too small; each segment must be at least 1 byte.".into());
+    }
+    // A manifest naming itself would be overwritten by the PUT and loop on GET.
+    if format!("/{}", path.trim_start_matches('/')) == own {
+        return Err("manifest must not include itself as a segment".into());
     }
     let range = match m.get("range") {
         None | Some(Value::Null) => None,
@@ -611,7 +621,7 @@ mod tests {
     use serde_json::json;
 
     fn plan(v: Value) -> Result<Vec<Planned>, String> {
-        parse_manifest(v.to_string().as_bytes())
+        parse_manifest(v.to_string().as_bytes(), "/c/slo")
     }
 
     #[test]
@@ -634,7 +644,7 @@ mod tests {
             {"path": "/c/o", "size_bytes": 0},
             {"name": "/c/o"},
             7,
-            {"path": "/c/o", "size_bytes": "12"},
+            {"path": "c/slo"},
         ]))
         .unwrap_err();
         let want = "Index 0: data must be valid base64\n\
@@ -644,7 +654,8 @@ mod tests {
                     /container/object.\n\
                     Index 4: too small; each segment must be at least 1 byte.\n\
                     Index 5: expected keys to include one of 'data' or 'path'\n\
-                    Index 6: not a JSON object\n";
+                    Index 6: not a JSON object\n\
+                    Index 7: manifest must not include itself as a segment\n";
         assert_eq!(err, want);
         assert_eq!(
             plan(json!([{"data": "YQ=="}])).unwrap_err(),
