@@ -43,6 +43,25 @@ pub struct ProxyConfig {
     pub proxy: ProxySection,
     #[serde(default)]
     pub tempauth: TempAuthSection,
+    #[serde(default)]
+    pub slo: SloSection,
+}
+
+/// `[slo]`: Swift's `[filter:slo]` options that Cairn honours.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloSection {
+    /// Seconds between the whitespace bytes of a `heartbeat=on` manifest PUT (Swift's
+    /// default 10); `/info` reports it.
+    pub yield_frequency: u64,
+}
+
+impl Default for SloSection {
+    fn default() -> Self {
+        SloSection {
+            yield_frequency: 10,
+        }
+    }
 }
 
 /// `[proxy]`: Swift's `[app:proxy-server]` options. `conn_timeout`, `node_timeout` and
@@ -226,6 +245,9 @@ impl RoleConfig for ProxyConfig {
             .map_err(|e| format!("proxy.write_affinity_node_count: {e}"))?;
         positive("proxy.timing_expiry", p.timing_expiry)?;
         positive("proxy.ring_check_interval", p.ring_check_interval)?;
+        if self.slo.yield_frequency == 0 {
+            return Err("slo.yield_frequency must be at least 1 (seconds)".into());
+        }
         if p.read_repair_queue == 0 || p.read_repair_workers == 0 {
             return Err(
                 "proxy.read_repair_queue and read_repair_workers must be at least 1".into(),
@@ -384,6 +406,20 @@ mod tests {
             c.tempauth.token_secret_file,
             Some(PathBuf::from("/etc/cairn/secret"))
         );
+    }
+
+    #[test]
+    fn slo_yield_frequency() {
+        let secret = "[tempauth]\ntoken_secret = \"0123456789\"\n";
+        let c = parse(secret).unwrap();
+        assert_eq!(c.slo.yield_frequency, 10);
+        let c = parse(&format!("{secret}[slo]\nyield_frequency = 2\n")).unwrap();
+        assert_eq!(c.slo.yield_frequency, 2);
+        let err = parse(&format!("{secret}[slo]\nyield_frequency = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("slo.yield_frequency"), "{err}");
+        assert!(parse(&format!("{secret}[slo]\nbogus = 1\n")).is_err());
     }
 
     #[test]

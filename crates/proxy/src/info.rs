@@ -50,7 +50,7 @@ pub fn capabilities(p: &Proxy) -> Value {
             "max_manifest_segments": crate::largeobj::MAX_MANIFEST_SEGMENTS,
             "max_manifest_size": crate::largeobj::MAX_MANIFEST_SIZE,
             "min_segment_size": 1,
-            "yield_frequency": crate::slo_put::YIELD_FREQUENCY_SECS,
+            "yield_frequency": p.cfg.slo.yield_frequency,
         },
         "dlo": {"max_segments": 10000},
         "bulk_delete": {

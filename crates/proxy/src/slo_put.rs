@@ -31,9 +31,6 @@ use crate::largeobj::{
 use crate::object::{fetch, store_raw, target, Target};
 use crate::server::{Ctx, Proxy};
 
-/// Seconds between heartbeat spaces (Swift's `yield_frequency` default; `/info` shows it).
-pub const YIELD_FREQUENCY_SECS: u64 = 10;
-
 /// An object-backed entry of the PUT body, as sent.
 #[derive(Debug, Clone, PartialEq)]
 struct PutEntry {
@@ -452,7 +449,7 @@ fn heartbeat_put(
         let p = sub.proxy.clone();
         let names = (names.0.as_str(), names.1.as_str(), names.2.as_str());
         let work = check_and_store(&p, &sub, &t, names, planned);
-        let period = Duration::from_secs(YIELD_FREQUENCY_SECS);
+        let period = Duration::from_secs(p.cfg.slo.yield_frequency);
         let doc = match with_heartbeat(work, period, &tx).await {
             Ok(resp) => store_doc(resp).await,
             Err(refusal) => refusal_doc(refusal),
