@@ -14,6 +14,14 @@
 //!
 //! This module has its own hyper client: the shared `BackendClient` cannot wait for
 //! `100 Continue` before streaming a body.
+//!
+//! **Departure from PROTOCOLS.md for small bodies.** A body with a known length of at most
+//! [`SMALL_PUT_BYTES`] is read whole first and sent to each node as one complete request,
+//! *without* `Expect: 100-continue`: for small objects the extra round trip and wake-ups
+//! were a large share of the PUT's cost. Nothing a client sees changes: a slot whose node
+//! fails still moves on to a handoff (it has the whole body), 409/412 arrive as final
+//! answers, and the answer comes after the quorum plus `post_quorum_timeout`, while slots
+//! still working go on as detached tasks.
 
 use std::collections::BTreeSet;
 use std::io;
