@@ -16,7 +16,7 @@
 //! `100 Continue` before streaming a body.
 //!
 //! **Departure from PROTOCOLS.md for small bodies.** A body with a known length of at most
-//! [`SMALL_PUT_BYTES`] is read whole first and sent to each node as one complete request,
+//! `SMALL_PUT_BYTES` (64 KiB) is read whole first and sent to each node as one complete request,
 //! *without* `Expect: 100-continue`: for small objects the extra round trip and wake-ups
 //! were a large share of the PUT's cost. Nothing a client sees changes: a slot whose node
 //! fails still moves on to a handoff (it has the whole body), 409/412 arrive as final
