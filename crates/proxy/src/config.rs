@@ -45,6 +45,101 @@ pub struct ProxyConfig {
     pub tempauth: TempAuthSection,
     #[serde(default)]
     pub slo: SloSection,
+    #[serde(default)]
+    pub tempurl: TempUrlSection,
+}
+
+/// `[tempurl]`: Swift's `[filter:tempurl]` options; `allowed_digests` also bounds the
+/// signatures FormPost accepts (Swift's formpost reads the same setting). Header
+/// patterns are lowercase names, a trailing `*` matching any suffix.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TempUrlSection {
+    /// Methods a temp URL may be signed for.
+    pub methods: Vec<String>,
+    /// Request headers dropped from temp-URL requests.
+    pub incoming_remove_headers: Vec<String>,
+    /// Exceptions to `incoming_remove_headers`.
+    pub incoming_allow_headers: Vec<String>,
+    /// Response headers dropped from temp-URL answers (object metadata by default).
+    pub outgoing_remove_headers: Vec<String>,
+    /// Exceptions to `outgoing_remove_headers`.
+    pub outgoing_allow_headers: Vec<String>,
+    /// Digests a signature may use: `sha1`, `sha256`, `sha512`.
+    pub allowed_digests: Vec<String>,
+}
+
+impl Default for TempUrlSection {
+    fn default() -> Self {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        TempUrlSection {
+            methods: owned(&crate::tempurl::METHODS),
+            incoming_remove_headers: owned(&crate::tempurl::INCOMING_REMOVE_HEADERS),
+            incoming_allow_headers: owned(&crate::tempurl::INCOMING_ALLOW_HEADERS),
+            outgoing_remove_headers: owned(&crate::tempurl::OUTGOING_REMOVE_HEADERS),
+            outgoing_allow_headers: owned(&crate::tempurl::OUTGOING_ALLOW_HEADERS),
+            allowed_digests: owned(&crate::signature::ALLOWED_DIGESTS),
+        }
+    }
+}
+
+impl TempUrlSection {
+    fn validate(&self) -> Result<(), String> {
+        let known = crate::tempurl::METHODS;
+        if self.methods.is_empty() {
+            return Err("tempurl.methods must name at least one method".into());
+        }
+        if let Some(m) = self.methods.iter().find(|m| !known.contains(&m.as_str())) {
+            return Err(format!("tempurl.methods: {m:?} is not one of {known:?}"));
+        }
+        let digests = crate::signature::ALLOWED_DIGESTS;
+        if self.allowed_digests.is_empty() {
+            return Err("tempurl.allowed_digests must name at least one digest".into());
+        }
+        if let Some(d) = self
+            .allowed_digests
+            .iter()
+            .find(|d| !digests.contains(&d.as_str()))
+        {
+            return Err(format!(
+                "tempurl.allowed_digests: {d:?} is not one of {digests:?}"
+            ));
+        }
+        for (key, patterns) in [
+            (
+                "tempurl.incoming_remove_headers",
+                &self.incoming_remove_headers,
+            ),
+            (
+                "tempurl.incoming_allow_headers",
+                &self.incoming_allow_headers,
+            ),
+            (
+                "tempurl.outgoing_remove_headers",
+                &self.outgoing_remove_headers,
+            ),
+            (
+                "tempurl.outgoing_allow_headers",
+                &self.outgoing_allow_headers,
+            ),
+        ] {
+            if let Some(bad) = patterns.iter().find(|p| !header_pattern(p)) {
+                return Err(format!(
+                    "{key}: {bad:?} is not a lowercase header name (optionally ending in *)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A lowercase header name, optionally ending in `*`.
+fn header_pattern(p: &str) -> bool {
+    let name = p.strip_suffix('*').unwrap_or(p);
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// `[slo]`: Swift's `[filter:slo]` options that Cairn honours.
@@ -245,6 +340,7 @@ impl RoleConfig for ProxyConfig {
             .map_err(|e| format!("proxy.write_affinity_node_count: {e}"))?;
         positive("proxy.timing_expiry", p.timing_expiry)?;
         positive("proxy.ring_check_interval", p.ring_check_interval)?;
+        self.tempurl.validate()?;
         if self.slo.yield_frequency == 0 {
             return Err("slo.yield_frequency must be at least 1 (seconds)".into());
         }
@@ -406,6 +502,36 @@ mod tests {
             c.tempauth.token_secret_file,
             Some(PathBuf::from("/etc/cairn/secret"))
         );
+    }
+
+    #[test]
+    fn tempurl_settings() {
+        let secret = "[tempauth]\ntoken_secret = \"0123456789\"\n";
+        let c = parse(secret).unwrap();
+        assert_eq!(c.tempurl.methods, ["GET", "HEAD", "PUT", "POST", "DELETE"]);
+        assert_eq!(c.tempurl.allowed_digests, ["sha1", "sha256", "sha512"]);
+        let c = parse(&format!(
+            "{secret}[tempurl]\nmethods = [\"GET\"]\nallowed_digests = [\"sha512\"]\n\
+             outgoing_allow_headers = [\"x-object-meta-public-*\", \"x-object-meta-color\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.tempurl.methods, ["GET"]);
+        assert_eq!(c.tempurl.allowed_digests, ["sha512"]);
+        for (bad, key) in [
+            ("allowed_digests = [\"md5\"]", "tempurl.allowed_digests"),
+            ("allowed_digests = []", "tempurl.allowed_digests"),
+            ("methods = [\"PATCH\"]", "tempurl.methods"),
+            (
+                "incoming_remove_headers = [\"X-Timestamp\"]",
+                "tempurl.incoming_remove_headers",
+            ),
+        ] {
+            let err = parse(&format!("{secret}[tempurl]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        assert!(parse(&format!("{secret}[tempurl]\nbogus = 1\n")).is_err());
     }
 
     #[test]

@@ -29,18 +29,19 @@ use cairn_common::http::{collect_limited, decode_path, from_stream, full, quote,
 use crate::auth::{hv, Auth};
 use crate::headers::error_with;
 use crate::server::{Ctx, Proxy};
-use crate::signature::{temp_url_keys, Signature, ALLOWED_DIGESTS, DEPRECATED_DIGESTS};
+use crate::signature::{temp_url_keys, Signature};
 
 /// The longest attribute value kept; the rest of a longer value is read and dropped.
 pub const MAX_VALUE_LENGTH: usize = 4096;
 /// The most of an upload's error body passed back to the client.
 const MAX_SUB_BODY: usize = 64 * 1024;
 
-/// The `/info` entry (Swift's `register_swift_info('formpost', …)`).
-pub fn info() -> Value {
+/// The `/info` entry (Swift's `register_swift_info('formpost', …)`): the digests of
+/// `[tempurl] allowed_digests`.
+pub fn info(p: &Proxy) -> Value {
     json!({
-        "allowed_digests": ALLOWED_DIGESTS,
-        "deprecated_digests": DEPRECATED_DIGESTS,
+        "allowed_digests": p.cfg.tempurl.allowed_digests,
+        "deprecated_digests": crate::tempurl::deprecated_digests(p),
     })
 }
 
@@ -336,6 +337,7 @@ fn upload_headers(ctx: &Ctx, file: &HashMap<String, String>) -> Result<HeaderMap
 
 /// Check the form's expiry and signature (Swift checks them at each file).
 fn check_signature(
+    p: &Proxy,
     ctx: &Ctx,
     keys: &[String],
     file: &HashMap<String, String>,
@@ -356,6 +358,7 @@ fn check_signature(
         attr("expires").unwrap_or("0"),
     );
     let sig = Signature::parse(file.get("signature").map(String::as_str).unwrap_or(""))
+        .filter(|s| crate::tempurl::digest_allowed(p, s.digest.name()))
         .ok_or_else(|| invalid.clone())?;
     if keys
         .iter()
@@ -393,7 +396,7 @@ async fn upload(
     }
     let max_size = int_attr(file, "max_file_size", "max_file_size not an integer")?;
     let headers = upload_headers(ctx, file)?;
-    check_signature(ctx, keys, file)?;
+    check_signature(p, ctx, keys, file)?;
     let filename = file
         .get("filename")
         .map(String::as_str)

@@ -60,8 +60,8 @@ pub fn capabilities(p: &Proxy) -> Value {
         "container_quotas": {},
         "account_quotas": {},
         "versioned_writes": {"allowed_flags": ["x-versions-location", "x-history-location"]},
-        "tempurl": crate::tempurl::info(),
-        "formpost": crate::formpost::info(),
+        "tempurl": crate::tempurl::info(p),
+        "formpost": crate::formpost::info(p),
     })
 }
 

@@ -23,11 +23,13 @@ use cairn_common::http::{quote, Body};
 use crate::auth::{hv, Auth};
 use crate::headers::{empty_response, error_with, title_case};
 use crate::server::{query_param, Ctx, Proxy};
-use crate::signature::{temp_url_keys, KeyScope, Signature, ALLOWED_DIGESTS, DEPRECATED_DIGESTS};
+use crate::signature::{temp_url_keys, KeyScope, Signature, DEPRECATED_DIGESTS};
 
-/// Methods a temp URL may be signed for.
+/// Methods a temp URL may be signed for (the default and the most `[tempurl] methods`
+/// may name).
 pub const METHODS: [&str; 5] = ["GET", "HEAD", "PUT", "POST", "DELETE"];
-/// Request headers dropped from temp-URL requests (`*` ends a prefix).
+/// Defaults of the `[tempurl]` header settings, Swift's. Request headers dropped from
+/// temp-URL requests (`*` ends a prefix).
 pub const INCOMING_REMOVE_HEADERS: [&str; 2] = ["x-timestamp", "x-open-expired"];
 /// Exceptions to [`INCOMING_REMOVE_HEADERS`].
 pub const INCOMING_ALLOW_HEADERS: [&str; 0] = [];
@@ -47,17 +49,37 @@ const FILENAME_SET: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
     .remove(b' ');
 
-/// The `/info` entry (Swift's `register_swift_info('tempurl', …)`).
-pub fn info() -> Value {
+/// The `/info` entry (Swift's `register_swift_info('tempurl', …)`), from the
+/// `[tempurl]` settings.
+pub fn info(p: &Proxy) -> Value {
+    let t = &p.cfg.tempurl;
     json!({
-        "methods": METHODS,
-        "incoming_remove_headers": INCOMING_REMOVE_HEADERS,
-        "incoming_allow_headers": INCOMING_ALLOW_HEADERS,
-        "outgoing_remove_headers": OUTGOING_REMOVE_HEADERS,
-        "outgoing_allow_headers": OUTGOING_ALLOW_HEADERS,
-        "allowed_digests": ALLOWED_DIGESTS,
-        "deprecated_digests": DEPRECATED_DIGESTS,
+        "methods": t.methods,
+        "incoming_remove_headers": t.incoming_remove_headers,
+        "incoming_allow_headers": t.incoming_allow_headers,
+        "outgoing_remove_headers": t.outgoing_remove_headers,
+        "outgoing_allow_headers": t.outgoing_allow_headers,
+        "allowed_digests": t.allowed_digests,
+        "deprecated_digests": deprecated_digests(p),
     })
+}
+
+/// The allowed digests that are deprecated (as `/info` lists them).
+pub fn deprecated_digests(p: &Proxy) -> Vec<&'static str> {
+    DEPRECATED_DIGESTS
+        .into_iter()
+        .filter(|d| digest_allowed(p, d))
+        .collect()
+}
+
+/// May a signature use digest `name` (`[tempurl] allowed_digests`, also for FormPost)?
+pub fn digest_allowed(p: &Proxy, name: &str) -> bool {
+    p.cfg.tempurl.allowed_digests.iter().any(|d| d == name)
+}
+
+/// Borrowed views of a list of header patterns.
+fn patterns(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
 }
 
 /// The temp-URL query parameters of a request (first value of each).
@@ -288,9 +310,14 @@ pub(crate) async fn handle(p: &Proxy, ctx: &mut Ctx) -> Option<Response<Body>> {
 }
 
 /// The object path a temp URL may name: `/v1/a/c/o` with a method it may be signed for.
-fn object_path(ctx: &Ctx) -> Option<(String, String, String)> {
+fn object_path(p: &Proxy, ctx: &Ctx) -> Option<(String, String, String)> {
     let o = ctx.object.as_deref()?;
-    let ok = METHODS.contains(&ctx.method.as_str())
+    let ok = p
+        .cfg
+        .tempurl
+        .methods
+        .iter()
+        .any(|m| m == ctx.method.as_str())
         && ctx.version == "v1"
         && !o.trim_matches('/').is_empty();
     ok.then(|| {
@@ -309,8 +336,8 @@ async fn check(p: &Proxy, ctx: &Ctx, params: &Params) -> Option<Grant> {
     if expires == 0 {
         return None;
     }
-    let sig = Signature::parse(sig)?;
-    let (a, c, o) = object_path(ctx)?;
+    let sig = Signature::parse(sig).filter(|s| digest_allowed(p, s.digest.name()))?;
+    let (a, c, o) = object_path(p, ctx)?;
     let ip_range = params.ip_range.as_deref().filter(|r| !r.is_empty());
     if let Some(range) = ip_range {
         if !ctx.remote.is_some_and(|ip| ip_in_range(range, ip)) {
@@ -359,10 +386,11 @@ async fn serve(p: &Proxy, ctx: &mut Ctx, params: &Params, grant: Grant) -> Respo
             );
         }
     }
+    let t = &p.cfg.tempurl;
     remove_headers(
         &mut ctx.headers,
-        &INCOMING_REMOVE_HEADERS,
-        &INCOMING_ALLOW_HEADERS,
+        &patterns(&t.incoming_remove_headers),
+        &patterns(&t.incoming_allow_headers),
     );
     ctx.auth = Auth::TempUrl {
         account: ctx.account.clone(),
@@ -374,7 +402,11 @@ async fn serve(p: &Proxy, ctx: &mut Ctx, params: &Params, grant: Grant) -> Respo
     ctx.query = None;
     let mut resp = crate::object::handle(p, ctx).await;
     let h = resp.headers_mut();
-    remove_headers(h, &OUTGOING_REMOVE_HEADERS, &OUTGOING_ALLOW_HEADERS);
+    remove_headers(
+        h,
+        &patterns(&t.outgoing_remove_headers),
+        &patterns(&t.outgoing_allow_headers),
+    );
     if read && resp.status().is_success() {
         let object = ctx.object.as_deref().unwrap_or_default();
         let h = resp.headers_mut();

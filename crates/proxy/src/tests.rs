@@ -245,10 +245,6 @@ struct Cluster {
     client: BackendClient,
 }
 
-fn proxy_server(rings: Rings) -> ProxyServer {
-    proxy_server_with(rings, "")
-}
-
 fn proxy_server_with(rings: Rings, extra_proxy: &str) -> ProxyServer {
     // The fakes do not replicate (each container fake lists only the updates it got):
     // reads go in ring order unless a test asks otherwise.
@@ -354,6 +350,15 @@ impl Cluster {
     /// and, with `real_containers`, the container ring at 4 real container servers
     /// (the fakes still serve accounts and receive the remaining updates).
     async fn start_with_real_objects(real_containers: bool) -> (Cluster, Vec<tempfile::TempDir>) {
+        Cluster::start_with_real_objects_and(real_containers, "").await
+    }
+
+    /// [`Cluster::start_with_real_objects`] with `extra_proxy` config (as
+    /// [`proxy_server_with`] takes it).
+    async fn start_with_real_objects_and(
+        real_containers: bool,
+        extra_proxy: &str,
+    ) -> (Cluster, Vec<tempfile::TempDir>) {
         let mut c = Cluster::start().await;
         let mut dirs = Vec::new();
         let mut devs = Vec::new();
@@ -452,7 +457,7 @@ impl Cluster {
         };
         c.proxy = spawn_server(
             "127.0.0.1:0".parse().unwrap(),
-            Arc::new(proxy_server(rings)),
+            Arc::new(proxy_server_with(rings, extra_proxy)),
             ServeOptions::new("proxy"),
         )
         .await

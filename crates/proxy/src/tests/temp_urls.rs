@@ -65,6 +65,47 @@ async fn setup(c: &Cluster, auth: &[(&str, &str)]) {
     }
 }
 
+/// `[tempurl]` settings bound what a temp URL may do: a digest or a method left out is
+/// refused like a bad signature, and `/info` (tempurl and formpost) lists what is allowed.
+#[tokio::test]
+async fn temp_url_settings_limit_digests_and_methods() {
+    let settings = "[tempurl]\nmethods = [\"GET\", \"HEAD\"]\nallowed_digests = [\"sha256\"]\n";
+    let (c, _dirs) = Cluster::start_with_real_objects_and(true, settings).await;
+    let tok = c.token("test:tester", "testing").await;
+    let auth = [("x-auth-token", tok.as_str())];
+    setup(&c, &auth).await;
+    let exp = in_secs(300);
+    let path = "/v1/AUTH_test/c/o";
+    let url = |sig: String| format!("{path}?temp_url_sig={sig}&temp_url_expires={exp}");
+    let r = c
+        .req("GET", &url(sig(AKEY, "GET", exp, path)), &[], empty())
+        .await;
+    assert_eq!(r.status, 200, "sha256 is allowed");
+    let sha512 =
+        hex::encode(Digest::Sha512.hmac(AKEY.as_bytes(), format!("GET\n{exp}\n{path}").as_bytes()));
+    let r = c.req("GET", &url(sha512), &[], empty()).await;
+    assert_eq!(r.status, 401, "sha512 is not allowed");
+    let r = c
+        .req("PUT", &url(sig(AKEY, "PUT", exp, path)), &[], full("x"))
+        .await;
+    assert_eq!(r.status, 401, "PUT is not an allowed method");
+    let r = c.req("GET", "/info", &[], empty()).await;
+    let info: serde_json::Value = serde_json::from_str(&body_of(r).await).unwrap();
+    assert_eq!(
+        info["tempurl"]["methods"],
+        serde_json::json!(["GET", "HEAD"])
+    );
+    assert_eq!(
+        info["tempurl"]["allowed_digests"],
+        serde_json::json!(["sha256"])
+    );
+    assert_eq!(info["tempurl"]["deprecated_digests"], serde_json::json!([]));
+    assert_eq!(
+        info["formpost"]["allowed_digests"],
+        serde_json::json!(["sha256"])
+    );
+}
+
 #[tokio::test]
 async fn temp_urls() {
     let (c, _dirs) = Cluster::start_with_real_objects(true).await;
