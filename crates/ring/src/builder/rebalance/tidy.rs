@@ -260,13 +260,19 @@ impl Engine<'_> {
             return 0;
         }
         let n = devs.len() as u64;
-        let cost = (self.changed_count() as u64 + n) * n + n * n * n;
-        if cost > *budget {
+        let search = n * n * n;
+        let arcs_cost = (self.changed_count() as u64 + n) * n;
+        if arcs_cost + search > *budget {
             return 0;
         }
-        *budget -= cost;
+        *budget -= arcs_cost;
         let mut arcs = self.cheapest_arcs(&devs);
         for _ in 0..8 {
+            // Every search is charged, retries included.
+            let Some(left) = budget.checked_sub(search) else {
+                return 0;
+            };
+            *budget = left;
             let Some(cycle) = negative_cycle(devs.len(), &arcs) else {
                 return 0;
             };
